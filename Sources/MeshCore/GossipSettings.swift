@@ -1,0 +1,113 @@
+/// Timing and size settings of the membership and gossip protocol. Every duration is in
+/// milliseconds. Start from a preset (`.lan`, `.wan`, `.local`) and change single fields;
+/// `validate()` checks the settings as a whole.
+public struct GossipSettings: Sendable, Equatable {
+    /// Time between two probes of this node. Each round probes one member, so a failed member
+    /// is probed within about N rounds. Lower detects failures sooner at the cost of traffic.
+    public var probeIntervalMs: UInt64
+    /// How long a direct ping waits for its ack before indirect probes start. Must be below
+    /// `probeIntervalMs`; set it above the network's 99th percentile round trip.
+    public var probeTimeoutMs: UInt64
+    /// Members asked to ping a target on our behalf (`ping-req`) when a direct ping fails.
+    /// More members tolerate more lossy paths at the cost of extra packets.
+    public var indirectChecks: Int
+    /// Suspicion timeout multiplier. A suspect is declared dead after
+    /// `suspicionMult · max(1, log10(N)) · probeIntervalMs`. Higher tolerates slower nodes and
+    /// delays true detection.
+    public var suspicionMult: Int
+    /// Retransmit multiplier: each gossip item is sent `retransmitMult · ceil(log10(N + 1))`
+    /// times. Higher makes delivery more certain under loss and adds traffic.
+    public var retransmitMult: Int
+    /// Time between gossip rounds that send queued items to `fanout` random members.
+    public var gossipIntervalMs: UInt64
+    /// Members that each gossip round, and each local presence change, is sent to at once.
+    public var fanout: Int
+    /// Time between full state exchanges (push-pull over TCP) with one random member.
+    /// Zero turns periodic push-pull off; joins still use it.
+    public var pushPullIntervalMs: UInt64
+    /// Time between attempts to reach seeds and recently dead members, so that a partitioned
+    /// cluster heals by itself.
+    public var reconnectIntervalMs: UInt64
+    /// How long a dead or left member is remembered (and retried) before it is forgotten.
+    public var deadMemberRetentionMs: UInt64
+    /// Largest UDP datagram this node sends. 1400 stays under a 1500-byte Ethernet MTU.
+    public var maxPacketBytes: Int
+
+    public init(
+        probeIntervalMs: UInt64, probeTimeoutMs: UInt64, indirectChecks: Int, suspicionMult: Int,
+        retransmitMult: Int, gossipIntervalMs: UInt64, fanout: Int, pushPullIntervalMs: UInt64,
+        reconnectIntervalMs: UInt64, deadMemberRetentionMs: UInt64, maxPacketBytes: Int
+    ) {
+        self.probeIntervalMs = probeIntervalMs
+        self.probeTimeoutMs = probeTimeoutMs
+        self.indirectChecks = indirectChecks
+        self.suspicionMult = suspicionMult
+        self.retransmitMult = retransmitMult
+        self.gossipIntervalMs = gossipIntervalMs
+        self.fanout = fanout
+        self.pushPullIntervalMs = pushPullIntervalMs
+        self.reconnectIntervalMs = reconnectIntervalMs
+        self.deadMemberRetentionMs = deadMemberRetentionMs
+        self.maxPacketBytes = maxPacketBytes
+    }
+
+    /// Defaults for one data center: detects a crash in about 2.5 s in a small cluster.
+    public static let lan = GossipSettings(
+        probeIntervalMs: 500, probeTimeoutMs: 200, indirectChecks: 3, suspicionMult: 3,
+        retransmitMult: 4, gossipIntervalMs: 200, fanout: 3, pushPullIntervalMs: 30_000,
+        reconnectIntervalMs: 1_000, deadMemberRetentionMs: 300_000, maxPacketBytes: 1400)
+
+    /// Across regions: longer timeouts for round trips of hundreds of milliseconds.
+    public static let wan = GossipSettings(
+        probeIntervalMs: 5_000, probeTimeoutMs: 3_000, indirectChecks: 3, suspicionMult: 6,
+        retransmitMult: 4, gossipIntervalMs: 500, fanout: 4, pushPullIntervalMs: 60_000,
+        reconnectIntervalMs: 5_000, deadMemberRetentionMs: 600_000, maxPacketBytes: 1400)
+
+    /// One machine (loopback): short timeouts for tests and local clusters.
+    public static let local = GossipSettings(
+        probeIntervalMs: 200, probeTimeoutMs: 100, indirectChecks: 3, suspicionMult: 3,
+        retransmitMult: 3, gossipIntervalMs: 100, fanout: 3, pushPullIntervalMs: 10_000,
+        reconnectIntervalMs: 500, deadMemberRetentionMs: 60_000, maxPacketBytes: 1400)
+
+    /// Problems with the settings taken as a whole, each naming its field; empty when valid.
+    public func validate() -> [String] {
+        var problems: [String] = []
+        if probeIntervalMs == 0 { problems.append("gossip.probeIntervalMs must be above 0") }
+        if probeTimeoutMs == 0 || probeTimeoutMs >= probeIntervalMs {
+            problems.append(
+                "gossip.probeTimeoutMs must be above 0 and below gossip.probeIntervalMs (\(probeIntervalMs)), got \(probeTimeoutMs)")
+        }
+        if indirectChecks < 0 || indirectChecks > 16 {
+            problems.append("gossip.indirectChecks must be 0 to 16, got \(indirectChecks)")
+        }
+        if suspicionMult < 1 { problems.append("gossip.suspicionMult must be at least 1, got \(suspicionMult)") }
+        if retransmitMult < 1 { problems.append("gossip.retransmitMult must be at least 1, got \(retransmitMult)") }
+        if gossipIntervalMs == 0 { problems.append("gossip.gossipIntervalMs must be above 0") }
+        if fanout < 1 { problems.append("gossip.fanout must be at least 1, got \(fanout)") }
+        if reconnectIntervalMs == 0 { problems.append("gossip.reconnectIntervalMs must be above 0") }
+        if maxPacketBytes < 512 || maxPacketBytes > 65_000 {
+            problems.append("gossip.maxPacketBytes must be 512 to 65000, got \(maxPacketBytes)")
+        }
+        return problems
+    }
+}
+
+/// Identity and settings of one node run.
+public struct MeshConfig: Sendable, Equatable {
+    public var name: String
+    /// Address other members send gossip to; also the TCP push-pull address.
+    public var gossipAddress: GossipAddress
+    /// Client listen address, advertised to other members.
+    public var clientAddress: String
+    /// Gossip addresses to join through and to retry while partitioned.
+    public var seeds: [GossipAddress]
+    public var gossip: GossipSettings
+
+    public init(name: String, gossipAddress: GossipAddress, clientAddress: String, seeds: [GossipAddress], gossip: GossipSettings) {
+        self.name = name
+        self.gossipAddress = gossipAddress
+        self.clientAddress = clientAddress
+        self.seeds = seeds
+        self.gossip = gossip
+    }
+}
