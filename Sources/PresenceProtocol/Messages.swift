@@ -146,7 +146,7 @@ public struct SetStatusPayload: Codable, Sendable, Equatable {
 }
 
 /// Rules for user IDs: 1 to 128 bytes of `[A-Za-z0-9._:@-]`.
-public enum UserID {
+public enum UserIDRules {
     public static let maxBytes = 128
 
     /// Returns nil when `id` is valid, otherwise the reason it is not.

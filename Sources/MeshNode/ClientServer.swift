@@ -1,0 +1,430 @@
+import CLibUV
+import CWebSockets
+import Foundation
+
+/// One encoded server-to-client message with the `LWS_PRE` bytes libwebsockets needs in front.
+/// A frame is encoded once and the same bytes are written to every session that gets it: lws
+/// rewrites the frame header in the reserved bytes on every write.
+final class OutgoingFrame {
+    let storage: UnsafeMutableRawPointer
+    let count: Int
+
+    init(_ text: String) {
+        var utf8 = Array(text.utf8)
+        count = utf8.count
+        storage = .allocate(byteCount: Int(pm_lws_pre()) + max(count, 1), alignment: 16)
+        utf8.withUnsafeMutableBytes { storage.advanced(by: Int(pm_lws_pre())).copyMemory(from: $0.baseAddress!, byteCount: count) }
+    }
+
+    var payload: UnsafeMutablePointer<UInt8> {
+        storage.advanced(by: Int(pm_lws_pre())).assumingMemoryBound(to: UInt8.self)
+    }
+
+    deinit { storage.deallocate() }
+}
+
+/// A reply to a plain HTTP request.
+struct HTTPResponse {
+    var status: UInt32
+    var contentType: String
+    var body: [UInt8]
+
+    static func json(_ text: String, status: UInt32 = 200) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "application/json", body: Array(text.utf8))
+    }
+
+    static func text(_ text: String, status: UInt32 = 200) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "text/plain; charset=utf-8", body: Array(text.utf8))
+    }
+}
+
+/// Why a WebSocket upgrade was rejected: sent as the HTTP status and body.
+struct UpgradeRejection: Error {
+    var status: UInt32
+    var message: String
+}
+
+/// One open WebSocket client session.
+final class ClientSession {
+    let id: String
+    let userID: String
+    fileprivate let wsi: OpaquePointer
+    fileprivate var outbox: [OutgoingFrame] = []
+    fileprivate var outboxHead = 0
+    fileprivate var inbound: [UInt8] = []
+    fileprivate var inboundOversize = false
+    fileprivate var closeStatus: UInt16?
+    fileprivate var closeReason = ""
+    fileprivate(set) var isOpen = true
+    /// Opened with `observe=true`: the session may watch and query but does not make its user online.
+    let isObserver: Bool
+    /// User IDs this session subscribed to, besides `"*"`.
+    var subscriptions: Set<String> = []
+    var subscribedToAll = false
+
+    fileprivate init(id: String, userID: String, wsi: OpaquePointer, isObserver: Bool) {
+        self.id = id
+        self.isObserver = isObserver
+        self.userID = userID
+        self.wsi = wsi
+    }
+
+    var queuedFrames: Int { outbox.count - outboxHead }
+
+    /// Queues a frame; frames go out in the order they were queued.
+    func send(_ frame: OutgoingFrame) {
+        guard isOpen, closeStatus == nil else { return }
+        outbox.append(frame)
+        if outbox.count - outboxHead == 1 {
+            lws_callback_on_writable(wsi)
+        }
+    }
+
+    /// Closes the session with a WebSocket close status once queued frames are written.
+    func close(status: UInt16, reason: String) {
+        guard isOpen, closeStatus == nil else { return }
+        closeStatus = status
+        closeReason = reason
+        lws_callback_on_writable(wsi)
+    }
+
+    fileprivate func popFrame() -> OutgoingFrame? {
+        guard outboxHead < outbox.count else { return nil }
+        let frame = outbox[outboxHead]
+        outboxHead += 1
+        if outboxHead == outbox.count {
+            outbox.removeAll(keepingCapacity: outbox.capacity <= 64)
+            outboxHead = 0
+        } else if outboxHead > 1024 && outboxHead * 2 > outbox.count {
+            outbox.removeFirst(outboxHead)
+            outboxHead = 0
+        }
+        return frame
+    }
+}
+
+/// Receives what happens on the client port.
+protocol ClientServerDelegate: AnyObject {
+    /// Answers a plain HTTP GET.
+    func respond(path: String, query: [String: String]) -> HTTPResponse
+    /// Decides whether a WebSocket upgrade may proceed; returns the user ID it authenticates.
+    func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<String, UpgradeRejection>
+    func sessionOpened(_ session: ClientSession)
+    func sessionReceived(_ session: ClientSession, message: [UInt8])
+    /// The message was longer than the limit or binary; it was discarded.
+    func sessionRejectedMessage(_ session: ClientSession, reason: String)
+    func sessionClosed(_ session: ClientSession)
+}
+
+/// The WebSocket and HTTP server of a node: libwebsockets running on the node's libuv loop.
+final class ClientServer {
+    private var context: OpaquePointer?
+    private let protocols: UnsafeMutablePointer<lws_protocols>
+    private let foreignLoops: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let interface: UnsafeMutablePointer<CChar>
+    private let protocolName: UnsafeMutablePointer<CChar>
+    private let retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>
+    private let logger: Logger
+    weak var delegate: ClientServerDelegate?
+    let maxMessageBytes: Int
+    private var nextSessionNumber: UInt64 = 0
+    private let sessionPrefix: String
+    /// Open sessions by ID.
+    private(set) var sessions: [String: ClientSession] = [:]
+    private(set) var port: UInt16 = 0
+
+    private final class HTTPExchange {
+        let response: HTTPResponse
+        var offset = 0
+        init(_ response: HTTPResponse) { self.response = response }
+    }
+
+    /// Creates the lws context on `loop` listening on `address`. Throws a message naming the
+    /// missing package or the address when lws cannot start.
+    init(
+        loop: UnsafeMutablePointer<uv_loop_t>, address: HostPort, nodeName: String, maxMessageBytes: Int,
+        fileLimit: Int, logger: Logger
+    ) throws {
+        self.logger = logger
+        self.maxMessageBytes = maxMessageBytes
+        sessionPrefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        interface = strdup(address.host)
+        protocolName = strdup("presence")
+        protocols = .allocate(capacity: 2)
+        protocols.initialize(repeating: lws_protocols(), count: 2)
+        protocols[0].name = UnsafePointer(protocolName)
+        protocols[0].callback = { wsi, reason, user, input, length in
+            ClientServer.dispatch(wsi, reason, user, input, length)
+        }
+        protocols[0].per_session_data_size = MemoryLayout<UnsafeMutableRawPointer?>.size
+        // Small receive buffers keep idle connections cheap; longer messages arrive in pieces
+        // that `gather` joins.
+        protocols[0].rx_buffer_size = 1024
+        foreignLoops = .allocate(capacity: 1)
+        foreignLoops.pointee = UnsafeMutableRawPointer(loop)
+        retryPolicy = .allocate(capacity: 1)
+        retryPolicy.initialize(to: lws_retry_bo_t())
+        // Ping an idle client after 30 s and drop it when nothing valid arrived for 60 s, so a
+        // vanished client's session closes and its user goes offline.
+        retryPolicy.pointee.secs_since_valid_ping = 30
+        retryPolicy.pointee.secs_since_valid_hangup = 60
+
+        var info = lws_context_creation_info()
+        info.port = Int32(address.port)
+        info.iface = UnsafePointer(interface)
+        info.protocols = UnsafePointer(protocols)
+        info.options = UInt64(LWS_SERVER_OPTION_LIBUV) | UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
+            | UInt64(LWS_SERVER_OPTION_DISABLE_IPV6)
+        info.foreign_loops = foreignLoops
+        info.gid = -1
+        info.uid = -1
+        info.max_http_header_data = 16_384
+        info.timeout_secs = 20
+        info.fd_limit_per_thread = UInt32(max(fileLimit, 1024))
+        info.retry_and_idle_policy = UnsafePointer(retryPolicy)
+        let unmanaged = Unmanaged.passUnretained(self)
+        info.user = unmanaged.toOpaque()
+
+        context = lws_create_context(&info)
+        guard let context else {
+            throw ConfigError(problems: [
+                "clientListen \(address): the WebSocket server could not start. If the log above says "
+                    + "\"unable to load evlib plugin evlib_uv\", install the Debian package libwebsockets-evlib-uv; "
+                    + "otherwise the address may be in use."
+            ])
+        }
+        guard let vhost = lws_get_vhost_by_name(context, "default") else {
+            throw ConfigError(problems: ["clientListen \(address): the WebSocket server has no listening vhost"])
+        }
+        let listenPort = lws_get_vhost_listen_port(vhost)
+        guard listenPort > 0 else {
+            lws_context_destroy(context)
+            self.context = nil
+            throw ConfigError(problems: ["clientListen \(address): listen failed (the address may be in use)"])
+        }
+        port = UInt16(listenPort)
+    }
+
+    /// Destroys the lws context: every connection closes at once and `sessionClosed` runs for each.
+    func destroy() {
+        guard let context else { return }
+        self.context = nil
+        lws_context_destroy(context)
+    }
+
+    private static func dispatch(
+        _ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+        _ input: UnsafeMutableRawPointer?, _ length: Int
+    ) -> Int32 {
+        guard let wsi, let context = lws_get_context(wsi), let raw = lws_context_user(context) else {
+            return lws_callback_http_dummy(wsi, reason, user, input, length)
+        }
+        let server = Unmanaged<ClientServer>.fromOpaque(raw).takeUnretainedValue()
+        return server.handle(wsi, reason, user, input, length)
+    }
+
+    private func handle(
+        _ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+        _ input: UnsafeMutableRawPointer?, _ length: Int
+    ) -> Int32 {
+        let slot = user?.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        switch reason {
+        case LWS_CALLBACK_HTTP:
+            let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
+            let response = delegate?.respond(path: path, query: Self.queryArguments(wsi)) ?? .text("unavailable\n", status: 503)
+            return startResponse(wsi, slot, response)
+
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return continueResponse(wsi, slot)
+
+        case LWS_CALLBACK_CLOSED_HTTP:
+            releaseExchange(slot)
+            return 0
+
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
+            let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
+            let verdict = delegate?.authorizeUpgrade(path: path, query: Self.queryArguments(wsi), authorization: authorization)
+                ?? .failure(UpgradeRejection(status: 503, message: "server is stopping"))
+            if case .failure(let rejection) = verdict {
+                logger.debug("upgrade rejected", [("status", rejection.status), ("reason", rejection.message)])
+                lws_return_http_status(wsi, rejection.status, rejection.message)
+                return 1
+            }
+            return 0
+
+        case LWS_CALLBACK_ESTABLISHED:
+            let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
+            let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
+            let query = Self.queryArguments(wsi)
+            guard let slot, let delegate,
+                case .success(let userID) = delegate.authorizeUpgrade(path: path, query: query, authorization: authorization)
+            else { return -1 }
+            nextSessionNumber += 1
+            let observe = query["observe"] == "true" || query["observe"] == "1"
+            let session = ClientSession(
+                id: "\(sessionPrefix)-\(nextSessionNumber)", userID: userID, wsi: wsi, isObserver: observe)
+            slot.pointee = Unmanaged.passRetained(session).toOpaque()
+            sessions[session.id] = session
+            delegate.sessionOpened(session)
+            return 0
+
+        case LWS_CALLBACK_RECEIVE:
+            guard let session = session(in: slot) else { return 0 }
+            gather(session, wsi, input, length)
+            return 0
+
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            guard let session = session(in: slot) else { return 0 }
+            return write(session, wsi)
+
+        case LWS_CALLBACK_CLOSED:
+            guard let slot, let raw = slot.pointee else { return 0 }
+            slot.pointee = nil
+            let session = Unmanaged<ClientSession>.fromOpaque(raw).takeRetainedValue()
+            session.isOpen = false
+            sessions[session.id] = nil
+            delegate?.sessionClosed(session)
+            return 0
+
+        default:
+            return lws_callback_http_dummy(wsi, reason, user, input, length)
+        }
+    }
+
+    private func session(in slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> ClientSession? {
+        guard let raw = slot?.pointee else { return nil }
+        return Unmanaged<ClientSession>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Joins the pieces of one client message; lws hands a message over in several calls when it
+    /// is longer than the receive buffer or sent in fragments.
+    private func gather(_ session: ClientSession, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) {
+        if lws_frame_is_binary(wsi) != 0 {
+            session.inboundOversize = true
+        }
+        if !session.inboundOversize {
+            if session.inbound.count + length > maxMessageBytes {
+                session.inboundOversize = true
+                session.inbound = []
+            } else if let input, length > 0 {
+                session.inbound.append(contentsOf: UnsafeRawBufferPointer(start: input, count: length))
+            }
+        }
+        guard lws_is_final_fragment(wsi) != 0, lws_remaining_packet_payload(wsi) == 0 else { return }
+        let binary = lws_frame_is_binary(wsi) != 0
+        if session.inboundOversize {
+            session.inboundOversize = false
+            session.inbound = []
+            let reason = binary
+                ? "binary messages are not accepted; send JSON text frames"
+                : "message is longer than the \(maxMessageBytes)-byte limit"
+            delegate?.sessionRejectedMessage(session, reason: reason)
+            return
+        }
+        let message = session.inbound
+        session.inbound = []
+        delegate?.sessionReceived(session, message: message)
+    }
+
+    private func write(_ session: ClientSession, _ wsi: OpaquePointer) -> Int32 {
+        if let frame = session.popFrame() {
+            let written = lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT)
+            if written < frame.count {
+                logger.debug("session write failed", [("session", session.id), ("user", session.userID)])
+                return -1
+            }
+            if session.queuedFrames > 0 || session.closeStatus != nil {
+                lws_callback_on_writable(wsi)
+            }
+            return 0
+        }
+        if let status = session.closeStatus {
+            var reason = Array(session.closeReason.utf8.prefix(120))
+            lws_close_reason(wsi, lws_close_status(rawValue: UInt32(status)), &reason, reason.count)
+            return -1
+        }
+        return 0
+    }
+
+    private func startResponse(_ wsi: OpaquePointer, _ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ response: HTTPResponse) -> Int32 {
+        guard let slot else { return -1 }
+        let capacity = Int(pm_lws_pre()) + 1024
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        let start = buffer + Int(pm_lws_pre())
+        var position: UnsafeMutablePointer<UInt8>? = start
+        let end = buffer + capacity - 1
+        if lws_add_http_common_headers(wsi, response.status, response.contentType, lws_filepos_t(response.body.count), &position, end) != 0 {
+            return 1
+        }
+        let noStore = "no-store"
+        if lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, noStore, Int32(noStore.utf8.count), &position, end) != 0 {
+            return 1
+        }
+        if lws_finalize_write_http_header(wsi, start, &position, end) != 0 {
+            return 1
+        }
+        releaseExchange(slot)
+        slot.pointee = Unmanaged.passRetained(HTTPExchange(response)).toOpaque()
+        lws_callback_on_writable(wsi)
+        return 0
+    }
+
+    private func continueResponse(_ wsi: OpaquePointer, _ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
+        guard let slot, let raw = slot.pointee else { return 0 }
+        let exchange = Unmanaged<HTTPExchange>.fromOpaque(raw).takeUnretainedValue()
+        let chunkLimit = 16_384
+        let remaining = exchange.response.body.count - exchange.offset
+        let chunk = min(remaining, chunkLimit)
+        let final = chunk == remaining
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(pm_lws_pre()) + max(chunk, 1))
+        defer { buffer.deallocate() }
+        exchange.response.body.withUnsafeBufferPointer { body in
+            (buffer + Int(pm_lws_pre())).update(from: body.baseAddress! + exchange.offset, count: chunk)
+        }
+        let written = lws_write(wsi, buffer + Int(pm_lws_pre()), chunk, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP)
+        if written < chunk { return -1 }
+        exchange.offset += chunk
+        if !final {
+            lws_callback_on_writable(wsi)
+            return 0
+        }
+        releaseExchange(slot)
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    private func releaseExchange(_ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) {
+        guard let slot, let raw = slot.pointee else { return }
+        slot.pointee = nil
+        Unmanaged<HTTPExchange>.fromOpaque(raw).release()
+    }
+
+    private static func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
+        let length = lws_hdr_total_length(wsi, token)
+        guard length > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: Int(length) + 1)
+        guard lws_hdr_copy(wsi, &buffer, Int32(buffer.count), token) >= 0 else { return nil }
+        return String(cString: buffer)
+    }
+
+    /// URL query arguments, decoded by lws; a repeated name keeps its first value.
+    private static func queryArguments(_ wsi: OpaquePointer) -> [String: String] {
+        var arguments: [String: String] = [:]
+        let total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS)
+        guard total > 0 else { return arguments }
+        var buffer = [CChar](repeating: 0, count: Int(total) + 1)
+        var index: Int32 = 0
+        while lws_hdr_copy_fragment(wsi, &buffer, Int32(buffer.count), WSI_TOKEN_HTTP_URI_ARGS, index) >= 0 {
+            let fragment = String(cString: buffer)
+            if let equals = fragment.firstIndex(of: "=") {
+                let name = String(fragment[..<equals])
+                if arguments[name] == nil { arguments[name] = String(fragment[fragment.index(after: equals)...]) }
+            } else if arguments[fragment] == nil {
+                arguments[fragment] = ""
+            }
+            index += 1
+        }
+        return arguments
+    }
+}

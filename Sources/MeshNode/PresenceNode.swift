@@ -1,0 +1,259 @@
+import CLibUV
+import Foundation
+import MeshCore
+
+/// One PresenceMesh node: a single libuv loop running the UDP gossip socket, the TCP push-pull
+/// listener, the WebSocket/HTTP server and every timer, driving a `MeshInstance`.
+public final class PresenceNode {
+    public let config: NodeConfig
+    let logger: Logger
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    var instance: MeshInstance
+    private var gossipSocket: GossipSocket!
+    private var pushPullListener: PushPullListener!
+    var clientServer: ClientServer!
+    private let wakeTimer: UnsafeMutablePointer<uv_timer_t>
+    let graceTimer: UnsafeMutablePointer<uv_timer_t>
+    private let stopTimer: UnsafeMutablePointer<uv_timer_t>
+    private var signalHandles: [UnsafeMutablePointer<uv_signal_t>] = []
+    /// Gossip address other members reach this node at (with the OS-chosen port when configured as 0).
+    public private(set) var gossipAddress: HostPort
+    /// Client address (with the OS-chosen port when configured as 0).
+    public private(set) var clientAddress: HostPort
+    var subscriptions = SubscriptionIndex()
+    /// Offline events waiting out `presence.offlineGraceMs`, by user, with their due time.
+    var pendingOffline: [UserID: (state: UserPresenceState, due: UInt64)] = [:]
+    var stats = NodeStats()
+    private(set) var isStopping = false
+    private var exitCode: Int32 = 0
+    let startedAt: Int64
+
+    /// Binds every socket and creates the lws context; throws `ConfigError` naming the address
+    /// or package at fault.
+    public init(config: NodeConfig) throws {
+        self.config = config
+        logger = Logger(level: config.log.level, format: config.log.format, fields: [("node", config.name)])
+        loop = .allocate(capacity: 1)
+        uv_loop_init(loop)
+        wakeTimer = .allocate(capacity: 1)
+        graceTimer = .allocate(capacity: 1)
+        stopTimer = .allocate(capacity: 1)
+        gossipAddress = config.gossipListen
+        clientAddress = config.clientListen
+        startedAt = PresenceNode.wallClockMilliseconds()
+        var generator = SystemRandomNumberGenerator()
+        let epoch = generator.next() as UInt64
+        instance = MeshInstance(
+            config: MeshConfig(name: config.name, gossipAddress: "", clientAddress: "", seeds: [], gossip: config.gossip),
+            epoch: epoch, seed: generator.next())
+
+        let opaque = Unmanaged.passUnretained(self).toOpaque()
+        for timer in [wakeTimer, graceTimer, stopTimer] {
+            uv_timer_init(loop, timer)
+            timer.pointee.data = opaque
+        }
+        try bindGossip()
+        clientServer = try ClientServer(
+            loop: loop, address: config.clientListen, nodeName: config.name, maxMessageBytes: config.limits.maxMessageBytes,
+            fileLimit: PresenceNode.openFileLimit(), logger: logger)
+        clientServer.delegate = self
+        clientAddress.port = clientServer.port
+
+        let seeds = config.seeds.map(\.description).filter { $0 != gossipAddress.description }
+        instance = MeshInstance(
+            config: MeshConfig(
+                name: config.name, gossipAddress: gossipAddress.description, clientAddress: clientAddress.description,
+                seeds: seeds, gossip: config.gossip),
+            epoch: epoch, seed: generator.next())
+    }
+
+    /// Binds UDP and then TCP on the same port number. With port 0 the OS picks the UDP port, and
+    /// another pick is tried when that number is taken over TCP.
+    private func bindGossip() throws {
+        let attempts = config.gossipListen.port == 0 ? 20 : 1
+        var lastError: Error?
+        for _ in 0..<attempts {
+            let socket = try GossipSocket(loop: loop, address: config.gossipListen, logger: logger)
+            let bound = HostPort(host: config.gossipListen.host, port: socket.boundPort)
+            do {
+                pushPullListener = try PushPullListener(loop: loop, address: bound, logger: logger)
+                gossipSocket = socket
+                gossipAddress = bound
+                return
+            } catch {
+                lastError = error
+                socket.close()
+            }
+        }
+        throw lastError!
+    }
+
+    /// Runs the node until SIGTERM or SIGINT, then leaves the cluster and returns the exit code.
+    public func run() -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        for number in [SIGTERM, SIGINT] {
+            let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
+            uv_signal_init(loop, handle)
+            handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+            uv_signal_start(handle, { handle, number in
+                let node = Unmanaged<PresenceNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                node.beginShutdown(signal: number)
+            }, number)
+            signalHandles.append(handle)
+        }
+        gossipSocket.onDatagram = { [unowned self] bytes, sender in
+            apply(instance.onDatagram(bytes, from: sender, at: now()))
+        }
+        pushPullListener.respond = { [unowned self] frame in
+            let (reply, directives) = instance.onPushPullRequest(frame, at: now())
+            apply(directives)
+            return reply
+        }
+        gossipSocket.startReceiving()
+        logger.info(
+            "node started",
+            [("client", clientAddress), ("gossip", gossipAddress), ("seeds", config.seeds.map(\.description).joined(separator: ",")),
+             ("epoch", String(instance.epoch, radix: 16))])
+        // One line on stdout for scripts and tests that start nodes on OS-chosen ports.
+        print("ready name=\(config.name) client=\(clientAddress) gossip=\(gossipAddress)")
+        fflush(nil)
+        apply(instance.onStart(at: now()))
+
+        uv_run(loop, UV_RUN_DEFAULT)
+        closeRemainingHandles()
+        logger.info("node stopped", [("exit", exitCode)])
+        return exitCode
+    }
+
+    func now() -> MeshTime {
+        uv_update_time(loop)
+        return MeshTime(monotonic: uv_now(loop), wall: PresenceNode.wallClockMilliseconds())
+    }
+
+    static func wallClockMilliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+
+    /// Executes directives in order.
+    func apply(_ directives: [Directive]) {
+        for directive in directives {
+            switch directive {
+            case .send(let bytes, let address):
+                gossipSocket.send(bytes, to: address)
+            case .pushPull(let payload, let address):
+                startPushPull(payload, to: address)
+            case .wakeUp(let due):
+                let current = uv_now(loop)
+                uv_timer_start(wakeTimer, { timer in
+                    let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+                    node.apply(node.instance.onTick(at: node.now()))
+                }, due > current ? due - current : 0, 0)
+            case .presenceChanged(let changes):
+                publish(changes)
+            case .memberChanged(let member, let previous):
+                logMemberChange(member, previous: previous)
+            }
+        }
+    }
+
+    private func logMemberChange(_ member: Member, previous: MemberState?) {
+        guard member.name != config.name else { return }
+        let values: [(String, Any)] = [
+            ("member", member.name), ("state", member.state), ("incarnation", member.incarnation),
+            ("gossip", member.gossipAddress), ("previous", previous.map { "\($0)" } ?? "none"),
+        ]
+        switch member.state {
+        case .alive: logger.info(previous == nil ? "member joined" : "member alive", values)
+        case .suspect: logger.info("member suspected", values)
+        case .dead: logger.info("member dead", values)
+        case .left: logger.info("member left", values)
+        }
+    }
+
+    private func startPushPull(_ payload: [UInt8], to address: String) {
+        guard let target = HostPort(address), target.port != 0 else {
+            apply(instance.onPushPullFailed(to: address, at: now()))
+            return
+        }
+        stats.pushPullsStarted += 1
+        let connection = FramedConnection(loop: loop, timeoutMs: 5_000)
+        connection.onFrame = { [unowned self, unowned connection] frame in
+            connection.close()
+            apply(instance.onPushPullReply(frame, from: address, at: now()))
+        }
+        connection.onFailure = { [unowned self] reason in
+            logger.debug("push-pull failed", [("addr", address), ("reason", reason)])
+            apply(instance.onPushPullFailed(to: address, at: now()))
+        }
+        connection.connect(to: target, sending: payload)
+    }
+
+    /// Leaves the cluster: announces `left`, closes every client with 1001 (going away), then
+    /// stops the loop once the close frames had time to go out.
+    func beginShutdown(signal number: Int32) {
+        guard !isStopping else {
+            logger.warning("second stop signal: exiting at once", [("signal", number)])
+            exit(1)
+        }
+        isStopping = true
+        logger.info("stopping", [("signal", number), ("sessions", clientServer.sessions.count)])
+        apply(instance.onLeave(at: now()))
+        for session in clientServer.sessions.values {
+            session.close(status: 1001, reason: "node shutting down")
+        }
+        uv_timer_stop(wakeTimer)
+        uv_timer_stop(graceTimer)
+        uv_timer_start(stopTimer, { timer in
+            let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            node.clientServer.destroy()
+            uv_timer_start(timer, { timer in
+                let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+                uv_stop(node.loop)
+            }, 200, 0)
+        }, 150, 0)
+    }
+
+    /// Closes every handle still open after the loop stopped and runs the loop until they are gone.
+    private func closeRemainingHandles() {
+        clientServer.destroy()
+        gossipSocket.close()
+        pushPullListener.close()
+        let closer: uv_close_cb = { handle in handle?.deallocate() }
+        for timer in [wakeTimer, graceTimer, stopTimer] {
+            uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self), closer)
+        }
+        for handle in signalHandles {
+            uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self), closer)
+        }
+        signalHandles = []
+        uv_walk(loop, { handle, _ in
+            if let handle, uv_is_closing(handle) == 0 { uv_close(handle, nil) }
+        }, nil)
+        uv_run(loop, UV_RUN_DEFAULT)
+        if uv_loop_close(loop) != 0 {
+            logger.debug("loop closed with handles still open")
+        }
+    }
+
+    static func openFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return Int(min(limit.rlim_cur, 1_000_000))
+    }
+}
+
+/// Counters of the node shell, exported on `/metrics`.
+struct NodeStats {
+    var sessionsOpened: UInt64 = 0
+    var sessionsClosed: UInt64 = 0
+    var messagesReceived: UInt64 = 0
+    var requestErrors: UInt64 = 0
+    var upgradesRejected: UInt64 = 0
+    var presenceEvents: UInt64 = 0
+    var framesQueued: UInt64 = 0
+    var offlineEventsCancelled: UInt64 = 0
+    var pushPullsStarted: UInt64 = 0
+    var httpRequests: UInt64 = 0
+}
