@@ -126,6 +126,8 @@ public struct MeshCounters: Sendable, Equatable {
     public var probesSent: UInt64 = 0
     public var probesFailed: UInt64 = 0
     public var suspicionsRaised: UInt64 = 0
+    /// Suspects this node declared dead when their suspicion timed out.
+    public var membersDeclaredDead: UInt64 = 0
     public var refutations: UInt64 = 0
     public var pushPullsStarted: UInt64 = 0
     public var pushPullsFailed: UInt64 = 0

@@ -1,0 +1,120 @@
+// Getting state to other members: datagrams filled from the broadcast queue, periodic gossip
+// rounds, and push-pull full state exchanges (join, anti-entropy, partition healing).
+
+extension MeshInstance {
+    /// Sends one datagram to `address`: the `leading` messages, then as many queued gossip items
+    /// as fit in `maxPacketBytes`. Nothing is sent when there is nothing to say.
+    mutating func sendDatagram(leading: [GossipMessage], to address: GossipAddress) {
+        guard address != config.gossipAddress else { return }
+        var framed = leading.map(GossipCodec.frame)
+        broadcasts.fill(
+            &framed, maxDatagramBytes: config.gossip.maxPacketBytes,
+            retransmitLimit: retransmitLimit(multiplier: config.gossip.retransmitMult, memberCount: liveMemberCount))
+        guard !framed.isEmpty else { return }
+        let bytes = GossipCodec.datagram(framed)
+        counters.datagramsSent += 1
+        counters.bytesSent += UInt64(bytes.count)
+        output.append(.send(bytes: bytes, to: address))
+    }
+
+    /// Queues a membership message for retransmission; it replaces older news about `name`.
+    mutating func enqueueMembership(_ message: GossipMessage, about name: String) {
+        broadcasts.enqueue(.member(name), framed: GossipCodec.frame(message))
+    }
+
+    mutating func enqueueAlive(of name: String) {
+        guard let record = records[name] else { return }
+        enqueueMembership(.alive(record.aliveAnnouncement), about: name)
+    }
+
+    /// Sends queued items to `fanout` random live members, one datagram each.
+    mutating func sendGossip(fanout: Int) {
+        guard !hasLeft, !broadcasts.isEmpty else { return }
+        for target in random.sample(fanout, from: liveMembers()) {
+            guard !broadcasts.isEmpty else { break }
+            sendDatagram(leading: [], to: target.gossipAddress)
+        }
+    }
+
+    mutating func runGossipRound(at time: MeshTime) {
+        sendGossip(fanout: config.gossip.fanout)
+        timers.schedule(.gossipRound, at: time.monotonic + config.gossip.gossipIntervalMs)
+    }
+
+    // MARK: - Push-pull
+
+    mutating func startPushPull(to address: GossipAddress) {
+        guard address != config.gossipAddress else { return }
+        let payload = pushPullPayload(kind: .request, entriesAbove: [:])
+        counters.pushPullsStarted += 1
+        output.append(.pushPull(payload: PushPullCodec.encode(payload), to: address))
+    }
+
+    /// This node's side of a push-pull: every member, its contiguous clocks, and the entries
+    /// above `peerClocks` (all entries for a request).
+    func pushPullPayload(kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64]) -> PushPullPayload {
+        PushPullPayload(
+            kind: kind, senderName: config.name, senderEpoch: epoch,
+            members: records.keys.sorted().compactMap { records[$0]?.snapshot },
+            clocks: presenceState.contiguousClocks,
+            entries: presenceState.deltas(newerThan: peerClocks),
+            statuses: presenceState.allStatuses)
+    }
+
+    /// Merges the other side of a push-pull: members first, then presence, then clocks.
+    mutating func mergePushPull(_ payload: PushPullPayload, at time: MeshTime) {
+        for snapshot in payload.members {
+            switch snapshot.state {
+            case .alive:
+                let alive = AliveAnnouncement(
+                    name: snapshot.name, epoch: snapshot.epoch, startedAt: snapshot.startedAt,
+                    incarnation: snapshot.incarnation, gossipAddress: snapshot.gossipAddress,
+                    clientAddress: snapshot.clientAddress)
+                if applyAlive(alive, at: time) { enqueueMembership(.alive(alive), about: alive.name) }
+            case .suspect, .dead:
+                // A remote verdict of dead only raises suspicion here, as in memberlist: this node
+                // lets its own suspicion timer decide, which gives the member time to refute.
+                let accusation = MemberAccusation(
+                    name: snapshot.name, epoch: snapshot.epoch, incarnation: snapshot.incarnation,
+                    accuser: payload.senderName)
+                if applySuspect(accusation, at: time) { enqueueMembership(.suspect(accusation), about: snapshot.name) }
+            case .left:
+                if applyLeft(name: snapshot.name, epoch: snapshot.epoch, incarnation: snapshot.incarnation, at: time) {
+                    enqueueMembership(
+                        .left(name: snapshot.name, epoch: snapshot.epoch, incarnation: snapshot.incarnation),
+                        about: snapshot.name)
+                }
+            }
+        }
+
+        mergeRemotePresence(payload.entries, statuses: payload.statuses, at: time)
+
+        // The payload held every entry of a replica above this node's clock (a reply) or every
+        // entry (a request), so everything up to the sender's contiguous clock is now here too.
+        for (replica, contiguous) in payload.clocks where acceptsDeltas(from: replica) {
+            presenceState.advanceClock(of: replica, to: contiguous)
+        }
+    }
+
+    /// Push-pull with one random alive member, for anti-entropy.
+    mutating func runPushPullRound(at time: MeshTime) {
+        if !hasLeft, let target = random.sample(1, from: liveMembers().filter { $0.state == .alive }).first {
+            startPushPull(to: target.gossipAddress)
+        }
+        timers.schedule(.pushPullRound, at: time.monotonic + config.gossip.pushPullIntervalMs)
+    }
+
+    /// Push-pull with one seed that is not a known alive member, or one dead member within
+    /// retention, so that a partition heals without an operator.
+    mutating func runReconnectRound(at time: MeshTime) {
+        let aliveAddresses = Set(records.values.filter { $0.member.state == .alive }.map(\.member.gossipAddress))
+        var candidates = Set(config.seeds.filter { $0 != config.gossipAddress && !aliveAddresses.contains($0) })
+        for record in records.values where record.member.state == .dead {
+            candidates.insert(record.member.gossipAddress)
+        }
+        if !hasLeft, let target = random.sample(1, from: candidates.sorted()).first {
+            startPushPull(to: target)
+        }
+        timers.schedule(.reconnectRound, at: time.monotonic + config.gossip.reconnectIntervalMs)
+    }
+}

@@ -1,0 +1,220 @@
+// SWIM membership: applying alive, suspect, dead and left claims, refutation, suspicion expiry
+// and forgetting. Each `apply…` returns whether the claim was new here, so the caller queues it
+// for retransmission.
+
+extension MeshInstance {
+    /// Applies an alive claim. A member is added at its first sighting, raised to a higher
+    /// incarnation, or replaced by a newer run (epoch) of the same name.
+    mutating func applyAlive(_ alive: AliveAnnouncement, at time: MeshTime) -> Bool {
+        // Only this node speaks for itself, and no other name may take its address.
+        guard alive.name != config.name, alive.gossipAddress != config.gossipAddress else { return false }
+        let replica = ReplicaID(name: alive.name, epoch: alive.epoch)
+
+        guard let record = records[alive.name] else {
+            if let retiredAt = retiredRuns[replica] {
+                guard alive.incarnation > retiredAt else { return false }
+                retiredRuns[replica] = nil
+                presenceState.acceptReplica(replica)
+            }
+            insertMember(alive, at: time, previous: nil)
+            return true
+        }
+
+        if record.member.epoch != alive.epoch {
+            guard record.isOlderRun(than: alive.epoch, startedAt: alive.startedAt) else { return false }
+            replaceRun(of: record, with: alive, at: time)
+            return true
+        }
+
+        guard alive.incarnation > record.member.incarnation else { return false }
+        let addressChanged = record.member.gossipAddress != alive.gossipAddress
+        records[alive.name]?.member.incarnation = alive.incarnation
+        records[alive.name]?.member.gossipAddress = alive.gossipAddress
+        records[alive.name]?.member.clientAddress = alive.clientAddress
+        records[alive.name]?.startedAt = alive.startedAt
+        if record.member.state != .alive {
+            setState(of: alive.name, to: .alive, at: time)
+        }
+        if addressChanged {
+            evictAddressConflicts(keeping: alive.name, address: alive.gossipAddress, at: time)
+        }
+        return true
+    }
+
+    /// Applies a suspect claim. A claim about this node is refuted, and a new suspicion is also
+    /// sent straight to the suspect (Lifeguard buddy system) so it can refute at once.
+    mutating func applySuspect(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
+        if accusation.name == config.name {
+            if accusation.epoch == epoch { refute(accusedIncarnation: accusation.incarnation) }
+            return false
+        }
+        guard let record = records[accusation.name], record.member.epoch == accusation.epoch,
+            record.member.state == .alive, accusation.incarnation >= record.member.incarnation
+        else { return false }
+        records[accusation.name]?.member.incarnation = accusation.incarnation
+        setState(of: accusation.name, to: .suspect, at: time)
+        sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
+        return true
+    }
+
+    /// Applies a dead claim; a claim about this node is refuted.
+    mutating func applyDead(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
+        if accusation.name == config.name {
+            if accusation.epoch == epoch { refute(accusedIncarnation: accusation.incarnation) }
+            return false
+        }
+        guard let record = records[accusation.name], record.member.epoch == accusation.epoch,
+            record.isLive, accusation.incarnation >= record.member.incarnation
+        else { return false }
+        records[accusation.name]?.member.incarnation = accusation.incarnation
+        setState(of: accusation.name, to: .dead, at: time)
+        return true
+    }
+
+    /// Applies a graceful leave. A leave claimed about this node while it runs is refuted like a
+    /// death.
+    mutating func applyLeft(name: String, epoch leftEpoch: Epoch, incarnation leftIncarnation: Incarnation, at time: MeshTime) -> Bool {
+        if name == config.name {
+            if leftEpoch == epoch { refute(accusedIncarnation: leftIncarnation) }
+            return false
+        }
+        guard let record = records[name], record.member.epoch == leftEpoch,
+            record.isLive, leftIncarnation >= record.member.incarnation
+        else { return false }
+        records[name]?.member.incarnation = leftIncarnation
+        setState(of: name, to: .left, at: time)
+        return true
+    }
+
+    /// Raises this node's incarnation above an accusation and gossips alive.
+    mutating func refute(accusedIncarnation: Incarnation) {
+        guard !hasLeft, accusedIncarnation >= incarnation else { return }
+        incarnation = accusedIncarnation + 1
+        records[config.name]?.member.incarnation = incarnation
+        counters.refutations += 1
+        // Being accused is a hint that this node answers slowly (Lifeguard).
+        adjustLocalHealth(by: 1)
+        enqueueAlive(of: config.name)
+    }
+
+    /// Suspects `name` after its probe failed, and tells the cluster and the suspect.
+    mutating func raiseSuspicion(of name: String, at time: MeshTime) {
+        guard let record = records[name], record.member.state == .alive else { return }
+        counters.suspicionsRaised += 1
+        let accusation = MemberAccusation(
+            name: name, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
+        setState(of: name, to: .suspect, at: time)
+        enqueueMembership(.suspect(accusation), about: name)
+        sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
+    }
+
+    mutating func expireSuspicion(of name: String, at time: MeshTime) {
+        guard let record = records[name], record.member.state == .suspect,
+            let deadline = record.suspicionDeadline, deadline <= time.monotonic
+        else { return }
+        counters.membersDeclaredDead += 1
+        setState(of: name, to: .dead, at: time)
+        let accusation = MemberAccusation(
+            name: name, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
+        enqueueMembership(.dead(accusation), about: name)
+    }
+
+    mutating func forgetIfExpired(_ name: String, at time: MeshTime) {
+        guard name != config.name, let record = records[name], !record.isLive,
+            record.stateChangedAt + config.gossip.deadMemberRetentionMs <= time.monotonic
+        else { return }
+        records[name] = nil
+        retiredRuns[record.replica] = record.member.incarnation
+    }
+
+    /// Moves `name` to `state`, emits `.memberChanged`, and does what the new state implies:
+    /// a suspicion timer, dropping the replica's presence, or accepting it again.
+    mutating func setState(of name: String, to state: MemberState, at time: MeshTime) {
+        guard let record = records[name], record.member.state != state else { return }
+        let previous = record.member.state
+        records[name]?.member.state = state
+        records[name]?.stateChangedAt = time.monotonic
+        records[name]?.suspicionDeadline = nil
+        output.append(.memberChanged(records[name]!.member, previous: previous))
+
+        switch state {
+        case .alive:
+            if previous == .dead || previous == .left {
+                // The member refuted its death: take its entries again and fetch them now.
+                presenceState.acceptReplica(record.replica)
+                insertIntoProbeOrder(name)
+                if !hasLeft { startPushPull(to: record.member.gossipAddress) }
+            }
+        case .suspect:
+            let timeout = suspicionTimeout(
+                multiplier: config.gossip.suspicionMult, memberCount: liveMemberCount,
+                probeIntervalMs: config.gossip.probeIntervalMs)
+            let deadline = time.monotonic + timeout
+            records[name]?.suspicionDeadline = deadline
+            timers.schedule(.suspicionTimeout(name: name), at: deadline)
+        case .dead, .left:
+            dropPresence(of: record.replica, at: time)
+            timers.schedule(.forgetMember(name: name), at: time.monotonic + config.gossip.deadMemberRetentionMs)
+        }
+    }
+
+    private mutating func insertMember(_ alive: AliveAnnouncement, at time: MeshTime, previous: MemberState?) {
+        let member = Member(
+            name: alive.name, epoch: alive.epoch, gossipAddress: alive.gossipAddress,
+            clientAddress: alive.clientAddress, incarnation: alive.incarnation, state: .alive)
+        records[alive.name] = MemberRecord(
+            member: member, startedAt: alive.startedAt, stateChangedAt: time.monotonic, suspicionDeadline: nil)
+        output.append(.memberChanged(member, previous: previous))
+        insertIntoProbeOrder(alive.name)
+        evictAddressConflicts(keeping: alive.name, address: alive.gossipAddress, at: time)
+    }
+
+    /// A restarted node: the old run is treated as dead (its presence dropped at once) and
+    /// retired, and the new run becomes the alive member of that name. Emits the old run's move
+    /// to dead, then the new run with the old run's final state as `previous`.
+    private mutating func replaceRun(of old: MemberRecord, with alive: AliveAnnouncement, at time: MeshTime) {
+        if old.isLive {
+            setState(of: old.member.name, to: .dead, at: time)
+        }
+        dropPresence(of: old.replica, at: time)
+        retiredRuns[old.replica] = .max
+        let finalState = records[old.member.name]?.member.state ?? .dead
+        insertMember(alive, at: time, previous: finalState)
+        // Deltas of the new run that arrived before this alive were ignored; fetch them.
+        if !hasLeft { startPushPull(to: alive.gossipAddress) }
+    }
+
+    /// Marks dead every other live member at `address`: one address holds one live member, and
+    /// the newest claim to it wins.
+    private mutating func evictAddressConflicts(keeping name: String, address: GossipAddress, at time: MeshTime) {
+        let conflicting = records.values.filter {
+            $0.member.name != name && $0.member.name != config.name && $0.isLive && $0.member.gossipAddress == address
+        }.map(\.member.name).sorted()
+        for other in conflicting {
+            guard let record = records[other] else { continue }
+            setState(of: other, to: .dead, at: time)
+            let accusation = MemberAccusation(
+                name: other, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
+            enqueueMembership(.dead(accusation), about: other)
+        }
+    }
+
+    /// Leaves the cluster: self becomes left, every live member gets a `left` datagram, and all
+    /// timers stop.
+    mutating func leave(at time: MeshTime) {
+        let previous = records[config.name]!.member.state
+        records[config.name]?.member.state = .left
+        records[config.name]?.stateChangedAt = time.monotonic
+        output.append(.memberChanged(records[config.name]!.member, previous: previous))
+        let message = GossipMessage.left(name: config.name, epoch: epoch, incarnation: incarnation)
+        enqueueMembership(message, about: config.name)
+        let peers = records.values.filter { $0.member.name != config.name && $0.isLive }
+            .map(\.member.gossipAddress).sorted()
+        for address in peers {
+            sendDatagram(leading: [message], to: address)
+        }
+        timers.removeAll()
+        probe = nil
+        relayedProbes = [:]
+    }
+}

@@ -1,0 +1,143 @@
+// SWIM failure detection: one probe per round, a direct ping, then indirect pings through other
+// members, then suspicion. Lifeguard adds nacks from the relays and local health scaling.
+
+extension MeshInstance {
+    /// Ends the current probe round (a target with no ack by now becomes suspect) and starts the
+    /// next one.
+    mutating func runProbeRound(at time: MeshTime) {
+        if let attempt = probe, !attempt.acked {
+            counters.probesFailed += 1
+            // Lifeguard: relays that got no ack themselves should have sent nacks. Missing nacks
+            // mean this node's own network is at fault, so it slows down.
+            if attempt.expectedNacks > 0 {
+                adjustLocalHealth(by: attempt.expectedNacks - attempt.nacks)
+            } else {
+                adjustLocalHealth(by: 1)
+            }
+            if let record = records[attempt.target], record.member.epoch == attempt.targetEpoch {
+                raiseSuspicion(of: attempt.target, at: time)
+            }
+        }
+        probe = nil
+        guard !hasLeft else { return }
+
+        if let target = nextProbeTarget() {
+            nextSequence += 1
+            let attempt = ProbeAttempt(
+                sequence: nextSequence, target: target.name, targetEpoch: target.epoch,
+                targetAddress: target.gossipAddress)
+            probe = attempt
+            var leading: [GossipMessage] = [.ping(sequence: attempt.sequence, target: target.name)]
+            if target.state == .suspect {
+                // Buddy system: a suspect learns of its suspicion from the next probe.
+                leading.append(.suspect(MemberAccusation(
+                    name: target.name, epoch: target.epoch, incarnation: target.incarnation, accuser: config.name)))
+            }
+            counters.probesSent += 1
+            sendDatagram(leading: leading, to: target.gossipAddress)
+            timers.schedule(
+                .probeTimeout(sequence: attempt.sequence),
+                at: time.monotonic + scaledByHealth(config.gossip.probeTimeoutMs))
+        }
+        timers.schedule(.probeRound, at: time.monotonic + scaledByHealth(config.gossip.probeIntervalMs))
+    }
+
+    /// The direct ping went unanswered: ask `indirectChecks` other alive members to ping the
+    /// target.
+    mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
+        guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
+        let relays = random.sample(
+            config.gossip.indirectChecks,
+            from: liveMembers(excluding: [attempt.target]).filter { $0.state == .alive })
+        attempt.expectedNacks = relays.count
+        probe = attempt
+        let request = GossipMessage.pingRequest(
+            sequence: sequence, target: attempt.target, targetAddress: attempt.targetAddress)
+        for relay in relays {
+            sendDatagram(leading: [request], to: relay.gossipAddress)
+        }
+    }
+
+    /// Acks a ping addressed to this node. A ping for another name (a stale address) is ignored.
+    mutating func handlePing(sequence: UInt64, target: String, from: GossipAddress) {
+        guard target == config.name else { return }
+        sendDatagram(leading: [.ack(sequence: sequence)], to: from)
+    }
+
+    /// Pings `target` for the member at `from`, and remembers where to forward the ack.
+    mutating func handlePingRequest(
+        sequence: UInt64, target: String, targetAddress: GossipAddress, from: GossipAddress, at time: MeshTime
+    ) {
+        guard target != config.name else {
+            // Asked to probe this node itself: the ack can go straight back.
+            sendDatagram(leading: [.ack(sequence: sequence)], to: from)
+            return
+        }
+        nextSequence += 1
+        let relaySequence = nextSequence
+        relayedProbes[relaySequence] = RelayedProbe(requester: from, requesterSequence: sequence)
+        sendDatagram(leading: [.ping(sequence: relaySequence, target: target)], to: targetAddress)
+        // The nack must reach the requester before its probe round ends, so it goes out at 80% of
+        // the probe timeout, as memberlist does.
+        timers.schedule(.relayTimeout(sequence: relaySequence), at: time.monotonic + config.gossip.probeTimeoutMs * 4 / 5)
+    }
+
+    mutating func handleAck(sequence: UInt64) {
+        if var attempt = probe, attempt.sequence == sequence {
+            if !attempt.acked {
+                attempt.acked = true
+                probe = attempt
+                adjustLocalHealth(by: -1)
+            }
+            return
+        }
+        if let relayed = relayedProbes.removeValue(forKey: sequence) {
+            sendDatagram(leading: [.ack(sequence: relayed.requesterSequence)], to: relayed.requester)
+        }
+    }
+
+    mutating func handleNack(sequence: UInt64) {
+        guard var attempt = probe, attempt.sequence == sequence else { return }
+        attempt.nacks += 1
+        probe = attempt
+    }
+
+    /// The relayed ping got no ack in time: tell the requester with a nack.
+    mutating func finishRelayedProbe(sequence: UInt64) {
+        guard let relayed = relayedProbes.removeValue(forKey: sequence) else { return }
+        sendDatagram(leading: [.nack(sequence: relayed.requesterSequence)], to: relayed.requester)
+    }
+
+    /// The next member in round-robin order; the order is reshuffled after each full pass.
+    private mutating func nextProbeTarget() -> Member? {
+        for _ in 0..<2 {
+            while probeIndex < probeOrder.count {
+                let name = probeOrder[probeIndex]
+                probeIndex += 1
+                if name != config.name, let record = records[name], record.isLive {
+                    return record.member
+                }
+            }
+            let candidates = records.values.filter { $0.isLive && $0.member.name != config.name }
+                .map(\.member.name).sorted()
+            probeOrder = candidates.shuffled(using: &random)
+            probeIndex = 0
+            if probeOrder.isEmpty { return nil }
+        }
+        return nil
+    }
+
+    /// Puts a new or returning member at a random place in the rest of the current pass, so it
+    /// is probed within this pass.
+    mutating func insertIntoProbeOrder(_ name: String) {
+        guard !probeOrder[probeIndex...].contains(name) else { return }
+        let position = Int.random(in: probeIndex...probeOrder.count, using: &random)
+        probeOrder.insert(name, at: position)
+    }
+
+    /// Alive and suspect members other than this node and `excluded`, ordered by name.
+    func liveMembers(excluding excluded: Set<String> = []) -> [Member] {
+        records.values.filter { $0.isLive && $0.member.name != config.name && !excluded.contains($0.member.name) }
+            .map(\.member).sorted { $0.name < $1.name }
+    }
+}
