@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "PresenceProtocolTests", dependencies: ["PresenceProtocol"]),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore"]),
         .testTarget(name: "MeshNodeTests", dependencies: ["MeshNode", "MeshCore"]),
-        .testTarget(name: "PresenceClientTests", dependencies: ["PresenceClient", "PresenceProtocol"]),
+        .testTarget(name: "PresenceClientTests", dependencies: ["PresenceClient", "PresenceProtocol", "CLibUV", "CWebSockets"]),
         .testTarget(name: "MeshSimulatorTests", dependencies: ["MeshSimulator", "MeshCore"]),
         .testTarget(
             name: "ClusterTests",
