@@ -129,16 +129,25 @@ struct ClusterDirectory {
         unlink(pidPath(of: node))
     }
 
-    /// Returns the last `count` lines of the node's log, or a note that the log is missing or empty.
-    func logTail(of node: ClusterNode, lines count: Int = 20) -> String {
+    /// Returns the end of the node's log for an error report: its first error lines, such as a
+    /// Swift "Fatal error" that a crash backtrace would push out of view, followed by the last
+    /// `count` lines. Returns a note instead when the log is missing or empty.
+    func logExcerpt(of node: ClusterNode, lines count: Int = 20) -> String {
         let path = logPath(of: node)
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             return "(no log at \(path))"
         }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        let tail = lines.suffix(count + (text.hasSuffix("\n") ? 1 : 0))
-        let joined = tail.joined(separator: "\n").trimmingCharacters(in: .newlines)
-        return joined.isEmpty ? "(\(path) is empty)" : joined
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        guard !lines.isEmpty else { return "(\(path) is empty)" }
+
+        let tailStart = max(0, lines.count - count)
+        let errorMarkers = ["level=error", "Fatal error", "Precondition failed", "Assertion failed", "*** Program crashed"]
+        let earlierErrors = lines[..<tailStart].filter { line in errorMarkers.contains { line.contains($0) } }.prefix(5)
+
+        var excerpt = Array(earlierErrors)
+        if !earlierErrors.isEmpty { excerpt.append("...") }
+        excerpt.append(contentsOf: lines[tailStart...])
+        return excerpt.joined(separator: "\n")
     }
 
     /// Takes an exclusive lock on the directory, so that two presencectl commands do not start or

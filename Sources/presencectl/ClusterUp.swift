@@ -199,16 +199,16 @@ extension ClusterCommand {
         case .interrupted:
             printError("interrupted; stopping the nodes this command started")
         case .nodeExited(let node, let how):
-            printError("\(node.name) \(how) before the cluster formed; the end of its log \(directory.logPath(of: node)):")
-            printNote(indent(directory.logTail(of: node)))
+            printError("\(node.name) \(how) before the cluster formed; lines from its log \(directory.logPath(of: node)):")
+            printNote(indent(directory.logExcerpt(of: node)))
         case .timedOut(let views):
             printError("the cluster did not form within \(formatSeconds(timeout)):")
             for line in describeUnformed(nodes, views: views) {
                 printNote("  \(line)")
             }
             for running in suspectNodes(nodes, views: views) {
-                printNote("the end of the log of \(running.node.name), \(directory.logPath(of: running.node)):")
-                printNote(indent(directory.logTail(of: running.node)))
+                printNote("lines from the log of \(running.node.name), \(directory.logPath(of: running.node)):")
+                printNote(indent(directory.logExcerpt(of: running.node)))
             }
         }
     }

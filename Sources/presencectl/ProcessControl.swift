@@ -4,6 +4,8 @@
 // after presencectl exits and do not receive the terminal's Ctrl-C. Foundation's `Process` keeps
 // a child in the caller's session and expects the caller to wait for it, which does not fit.
 
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -55,6 +57,14 @@ enum ProcessControl {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, logFlags, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // A node must not keep descriptors that presencectl inherited, such as the pipe of a CI
+        // step or a terminal multiplexer, because the holder of the other end may wait for it to
+        // close. Darwin closes them with a spawn flag, Linux with one close action for each.
+        #if os(Linux)
+        for descriptor in inheritedDescriptors() {
+            posix_spawn_file_actions_addclose(&fileActions, descriptor)
+        }
+        #endif
 
         var emptyMask = sigset_t()
         sigemptyset(&emptyMask)
@@ -65,8 +75,7 @@ enum ProcessControl {
         }
         posix_spawnattr_setsigmask(&attributes, &emptyMask)
         posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-        posix_spawnattr_setflags(
-            &attributes, Int16(spawnSetSessionFlag | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(&attributes, Int16(spawnFlags))
 
         var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) }
         argv.append(nil)
@@ -78,6 +87,12 @@ enum ProcessControl {
             throw SpawnError(description: "starting \(executable) failed: \(errnoDescription(result))")
         }
         return pid
+    }
+
+    /// Returns the open file descriptors of this process from 3 up, read from /proc/self/fd.
+    private static func inheritedDescriptors() -> [Int32] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return [] }
+        return names.compactMap { Int32($0) }.filter { $0 > 2 }
     }
 
     /// Returns the state of `pid`, read from /proc on Linux.
@@ -200,9 +215,11 @@ enum ProcessControl {
 #if canImport(Glibc)
 // Glibc's spawn.h defines POSIX_SPAWN_SETSID as 0x80 only under _GNU_SOURCE, which Swift's Glibc
 // module does not set, so the value is written here (glibc 2.26 and later support the flag).
-private let spawnSetSessionFlag: Int32 = 0x80
+private let spawnFlags: Int32 = 0x80 | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
 #else
-private let spawnSetSessionFlag = Int32(POSIX_SPAWN_SETSID)
+// NOTE: the Darwin branches of this file have not been compiled or run; only Linux has.
+private let spawnFlags = Int32(POSIX_SPAWN_SETSID | POSIX_SPAWN_CLOEXEC_DEFAULT) | POSIX_SPAWN_SETSIGMASK
+    | POSIX_SPAWN_SETSIGDEF
 #endif
 
 /// Signals that `cluster kill --signal` accepts, by the name without the `SIG` prefix.
