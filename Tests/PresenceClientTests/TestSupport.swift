@@ -7,7 +7,7 @@ import XCTest
 /// when `timeout` passes first, so no test waits forever.
 func waitUntil(
     _ description: String, timeout: Duration = .seconds(5), file: StaticString = #filePath, line: UInt = #line,
-    _ condition: () async -> Bool
+    isolation: isolated (any Actor)? = #isolation, _ condition: () async -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
