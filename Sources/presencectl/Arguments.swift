@@ -29,7 +29,8 @@ struct CommandSpec: Sendable {
 
     /// Usage text: the synopsis line, the summary and one line per option.
     var usage: String {
-        var lines = ["Usage: presencectl \(name) \(synopsis)", "", summary]
+        var lines = ["Usage: presencectl \(name) \(synopsis)", ""]
+        lines.append(contentsOf: wrap(summary, width: 96, indent: ""))
         if !options.isEmpty {
             lines.append("")
             lines.append("Options:")
@@ -173,4 +174,20 @@ struct ParsedArguments {
         }
         return positionals
     }
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces, each starting with `indent`.
+/// A word longer than the width gets a line of its own.
+func wrap(_ text: String, width: Int, indent: String) -> [String] {
+    var lines: [String] = []
+    var line = indent
+    for word in text.split(separator: " ") {
+        if line.count > indent.count && line.count + 1 + word.count > width {
+            lines.append(line)
+            line = indent
+        }
+        line += (line.count > indent.count ? " " : "") + word
+    }
+    if line.count > indent.count { lines.append(line) }
+    return lines
 }

@@ -17,12 +17,13 @@ enum ClusterCommand {
 
     static let up = CommandSpec(
         name: "cluster up",
-        synopsis: "[--nodes N | --configs DIR] [--dir DIR] [--binary PATH] [--timeout SECONDS]",
+        synopsis: "[--nodes N [--client-port PORT] [--gossip-port PORT] | --configs DIR] [--dir DIR] [--binary PATH] [--timeout SECONDS]",
         summary: """
-            Starts presence-node processes on 127.0.0.1 and waits until every node sees every other
-            node alive, then prints each node's PID, client URL and dashboard URL. The nodes keep
-            running after this command returns. If the cluster does not form, it prints the failing
-            node's log, stops every node it started and exits with status 1.
+            Starts presence-node processes on this machine (127.0.0.1 for generated configs) and \
+            waits until every node sees every other node alive, then prints each node's PID, client \
+            URL and dashboard URL. The nodes keep running after this command returns. If the cluster \
+            does not form, it prints the failing node's log, stops every node it started and exits \
+            with status 1.
             """,
         options: [
             OptionSpec("--nodes", value: "N", help: "number of nodes to generate configs for, node-1 to node-N (1 to 64, default 3)"),
@@ -65,7 +66,7 @@ enum ClusterCommand {
         name: "cluster start",
         synopsis: "NODE [--dir DIR] [--binary PATH] [--timeout SECONDS]",
         summary: """
-            Starts one stopped node of the cluster again, with the config and ports that cluster up
+            Starts one stopped node of the cluster again, with the config and ports that cluster up \
             gave it, and waits until it and every other running node see each other alive.
             """,
         options: [
@@ -82,6 +83,10 @@ enum ClusterCommand {
         guard let subcommand = arguments.first else {
             printError("missing subcommand for 'presencectl cluster'; expected up, status, down, kill or start")
             return 2
+        }
+        if ["help", "--help", "-h"].contains(subcommand) {
+            print(usageOfAllSubcommands)
+            return 0
         }
         let rest = Array(arguments.dropFirst())
         let handlers: [String: (CommandSpec, (ParsedArguments) throws -> Int32)] = [
@@ -107,6 +112,11 @@ enum ClusterCommand {
             printError(String(describing: error))
             return 1
         }
+    }
+
+    /// Usage of every `cluster` subcommand, one after another.
+    static var usageOfAllSubcommands: String {
+        subcommands.map(\.usage).joined(separator: "\n\n")
     }
 
     /// Returns the cluster directory that `--dir` names, or the default one.

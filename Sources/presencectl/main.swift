@@ -40,7 +40,7 @@ func overview() -> String {
     for command in allCommands {
         lines.append("")
         lines.append("presencectl \(command.name) \(command.synopsis)")
-        lines.append("    " + command.summary.replacingNewlines())
+        lines.append(contentsOf: wrap(command.summary, width: 96, indent: "    "))
         lines.append(contentsOf: CommandSpec.optionLines(command.options, indent: "    "))
     }
     lines.append("")
@@ -58,19 +58,16 @@ func runHelp(_ words: [String]) -> Int32 {
         return 0
     }
     let name = words.joined(separator: " ")
+    if name == "cluster" {
+        print(ClusterCommand.usageOfAllSubcommands)
+        return 0
+    }
     guard let command = allCommands.first(where: { $0.name == name }) else {
         printError("unknown command '\(name)'; run 'presencectl help' to list the commands")
         return 2
     }
     print(command.usage)
     return 0
-}
-
-extension String {
-    /// Replaces the line breaks of a summary written over several lines with spaces.
-    fileprivate func replacingNewlines() -> String {
-        split(separator: "\n").joined(separator: " ")
-    }
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
