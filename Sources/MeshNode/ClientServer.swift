@@ -185,24 +185,36 @@ final class ClientServer {
         let unmanaged = Unmanaged.passUnretained(self)
         info.user = unmanaged.toOpaque()
 
+        ClientServer.routeLibraryLogs()
         context = lws_create_context(&info)
         guard let context else {
-            throw ConfigError(problems: [
-                "clientListen \(address): the WebSocket server could not start. If the log above says "
+            throw StartupError(message: "clientListen \(address): the WebSocket server could not start. If the log above says "
                     + "\"unable to load evlib plugin evlib_uv\", install the Debian package libwebsockets-evlib-uv; "
-                    + "otherwise the address may be in use."
-            ])
+                    + "otherwise the address may be in use.")
         }
         guard let vhost = lws_get_vhost_by_name(context, "default") else {
-            throw ConfigError(problems: ["clientListen \(address): the WebSocket server has no listening vhost"])
+            throw StartupError(message: "clientListen \(address): the WebSocket server has no listening vhost")
         }
         let listenPort = lws_get_vhost_listen_port(vhost)
         guard listenPort > 0 else {
             lws_context_destroy(context)
             self.context = nil
-            throw ConfigError(problems: ["clientListen \(address): listen failed (the address may be in use)"])
+            throw StartupError(message: "clientListen \(address): listen failed (the address may be in use)")
         }
         port = UInt16(listenPort)
+    }
+
+    /// Sends libwebsockets' own errors and warnings to stderr as log lines of ours; its notices
+    /// (version banners and the like) are dropped.
+    static func routeLibraryLogs() {
+        lws_set_log_level(Int32(LLL_ERR | LLL_WARN)) { level, line in
+            guard let line else { return }
+            let text = String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
+            let severity = level & Int32(LLL_ERR) != 0 ? "error" : "warning"
+            let timestamp = RFC3339.string(fromMilliseconds: PresenceNode.wallClockMilliseconds(), fractional: true)
+            let entry = "ts=\(timestamp) level=\(severity) msg=\"libwebsockets\" detail=\(Logger.logfmtValue(text))\n"
+            FileHandle.standardError.write(Data(entry.utf8))
+        }
     }
 
     /// Destroys the lws context: every connection closes at once and `sessionClosed` runs for each.
@@ -248,8 +260,7 @@ final class ClientServer {
                 ?? .failure(UpgradeRejection(status: 503, message: "server is stopping"))
             if case .failure(let rejection) = verdict {
                 logger.debug("upgrade rejected", [("status", rejection.status), ("reason", rejection.message)])
-                lws_return_http_status(wsi, rejection.status, rejection.message)
-                return 1
+                return rejectUpgrade(wsi, rejection)
             }
             return 0
 
@@ -345,6 +356,29 @@ final class ClientServer {
             return -1
         }
         return 0
+    }
+
+    /// Answers a rejected upgrade with a JSON error body. Returning 1 tells lws the response was sent.
+    private func rejectUpgrade(_ wsi: OpaquePointer, _ rejection: UpgradeRejection) -> Int32 {
+        let code: String
+        switch rejection.status {
+        case 400: code = "invalid_request"
+        case 401: code = "unauthorized"
+        case 404: code = "not_found"
+        default: code = "unavailable"
+        }
+        let body = "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quote(rejection.message))}}\n"
+        // lws would label this response HTTP/1.0 because the request never reached its HTTP
+        // handling, and strict WebSocket clients reject an HTTP/1.0 reply; so the status line is ours.
+        let reasons: [UInt32: String] = [400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"]
+        let response = Array(
+            ("HTTP/1.1 \(rejection.status) \(reasons[rejection.status] ?? "Error")\r\ncontent-type: application/json\r\n"
+                + "content-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n" + body).utf8)
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(pm_lws_pre()) + response.count)
+        defer { buffer.deallocate() }
+        let start = buffer + Int(pm_lws_pre())
+        start.update(from: response, count: response.count)
+        return lws_write(wsi, start, response.count, LWS_WRITE_HTTP_HEADERS) == response.count ? 1 : -1
     }
 
     private func startResponse(_ wsi: OpaquePointer, _ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ response: HTTPResponse) -> Int32 {

@@ -28,7 +28,7 @@ final class GossipSocket {
         guard result == 0 else {
             let message = String(cString: uv_strerror(result))
             uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { $0?.deallocate() }
-            throw ConfigError(problems: ["gossipListen \(address): UDP bind failed: \(message)"])
+            throw StartupError(message: "gossipListen \(address): UDP bind failed: \(message)")
         }
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
     }

@@ -93,6 +93,13 @@ public struct ConfigError: Error, CustomStringConvertible {
     }
 }
 
+/// A node that cannot start although its configuration is valid: a port in use, a missing package.
+public struct StartupError: Error, CustomStringConvertible {
+    public var message: String
+
+    public var description: String { "cannot start: \(message)" }
+}
+
 /// Reads a JSON object field by field, recording problems with the field's full path, and
 /// reports fields it was never asked about as unknown.
 struct JSONFields {

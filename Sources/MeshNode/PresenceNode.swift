@@ -43,9 +43,12 @@ public final class PresenceNode {
         startedAt = PresenceNode.wallClockMilliseconds()
         var generator = SystemRandomNumberGenerator()
         let epoch = generator.next() as UInt64
+        // Replaced below once the sockets are bound and the real ports are known.
         instance = MeshInstance(
-            config: MeshConfig(name: config.name, gossipAddress: "", clientAddress: "", seeds: [], gossip: config.gossip),
-            epoch: epoch, seed: generator.next())
+            config: MeshConfig(
+                name: config.name, gossipAddress: config.gossipListen.description, clientAddress: config.clientListen.description,
+                seeds: [], gossip: config.gossip),
+            epoch: epoch, seed: 0)
 
         let opaque = Unmanaged.passUnretained(self).toOpaque()
         for timer in [wakeTimer, graceTimer, stopTimer] {

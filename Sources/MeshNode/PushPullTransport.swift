@@ -204,7 +204,7 @@ final class PushPullListener {
             let message = String(cString: uv_strerror(result))
             handle.pointee.data = nil
             uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { $0?.deallocate() }
-            throw ConfigError(problems: ["gossipListen \(address): TCP listen for push-pull failed: \(message)"])
+            throw StartupError(message: "gossipListen \(address): TCP listen for push-pull failed: \(message)")
         }
     }
 

@@ -1,0 +1,109 @@
+import Foundation
+import MeshCore
+import XCTest
+
+@testable import MeshNode
+
+final class NodeConfigTests: XCTestCase {
+    private func problems(_ object: [String: Any]) -> [String] {
+        do {
+            _ = try NodeConfig.parse(object)
+            return []
+        } catch let error as ConfigError {
+            return error.problems
+        } catch {
+            return ["unexpected \(error)"]
+        }
+    }
+
+    func testParse_minimalConfig_usesDefaults() throws {
+        let config = try NodeConfig.parse(["name": "node-1"])
+        XCTAssertEqual(config.name, "node-1")
+        XCTAssertEqual(config.clientListen, HostPort(host: "127.0.0.1", port: 7101))
+        XCTAssertEqual(config.gossip, .lan)
+        XCTAssertEqual(config.auth.mode, .none)
+        XCTAssertEqual(config.presence.offlineGraceMs, 0)
+    }
+
+    func testParse_missingName_namesTheField() {
+        XCTAssertTrue(problems([:]).contains { $0.hasPrefix("name is missing") })
+    }
+
+    func testParse_unknownFields_areNamedWithTheirPath() {
+        let found = problems(["name": "n", "colour": 1, "gossip": ["preset": "lan", "fanuot": 3]])
+        XCTAssertTrue(found.contains { $0.hasPrefix("colour is not a known field") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("gossip.fanuot is not a known field") }, "\(found)")
+    }
+
+    func testParse_invalidValues_nameFieldAndAcceptedValues() {
+        let found = problems([
+            "name": "node 1", "clientListen": "localhost", "seeds": ["1.2.3.4:0"],
+            "gossip": ["preset": "moon", "probeTimeoutMs": true], "log": ["level": "loud"], "auth": ["mode": "jwt"],
+        ])
+        XCTAssertTrue(found.contains { $0.hasPrefix("name must be") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("clientListen must be") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("seeds must hold") }, "\(found)")
+        XCTAssertTrue(found.contains { $0 == "gossip.preset must be lan, wan or local, got \"moon\"" }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("gossip.probeTimeoutMs must be an integer") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("log.level must be one of") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("auth.mode must be none or hs256") }, "\(found)")
+    }
+
+    func testParse_timeoutNotBelowInterval_isRejectedAsAWhole() {
+        let found = problems(["name": "n", "gossip": ["probeIntervalMs": 100, "probeTimeoutMs": 100]])
+        XCTAssertTrue(found.contains { $0.hasPrefix("gossip.probeTimeoutMs must be above 0 and below") }, "\(found)")
+    }
+
+    func testParse_hs256WithoutSecret_isRejected() {
+        let found = problems(["name": "n", "auth": ["mode": "hs256"]])
+        XCTAssertTrue(found.contains { $0.hasPrefix("auth.secrets or auth.secretsFile") }, "\(found)")
+    }
+
+    func testLoad_flagsOverrideFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("node-config-\(UUID()).json")
+        try Data(#"{"name":"from-file","clientListen":"127.0.0.1:7101","gossip":{"preset":"wan"}}"#.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let config = try NodeConfig.load(arguments: [
+            "--config", file.path, "--name", "from-flag", "--client", "127.0.0.1:0", "--seed", "127.0.0.1:9001",
+            "--seed", "127.0.0.1:9002", "--preset", "local",
+        ])
+        XCTAssertEqual(config.name, "from-flag")
+        XCTAssertEqual(config.clientListen.port, 0)
+        XCTAssertEqual(config.seeds.map(\.description), ["127.0.0.1:9001", "127.0.0.1:9002"])
+        XCTAssertEqual(config.gossip, .local)
+    }
+
+    func testLoad_invalidJSONFile_namesTheFile() {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID()).json")
+        try? Data("{\"name\": ".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        XCTAssertThrowsError(try NodeConfig.load(arguments: ["--config", file.path])) { error in
+            XCTAssertTrue("\(error)".contains("is not valid JSON"), "\(error)")
+        }
+    }
+
+    func testLoad_unknownOption_isNamed() {
+        XCTAssertThrowsError(try NodeConfig.load(arguments: ["--name", "n", "--colour", "red"])) { error in
+            XCTAssertTrue("\(error)".contains("unknown option --colour"), "\(error)")
+        }
+    }
+
+    func testHostPort_parsesOnlyIPv4WithPort() {
+        XCTAssertEqual(HostPort("127.0.0.1:80"), HostPort(host: "127.0.0.1", port: 80))
+        XCTAssertNil(HostPort("127.0.0.1"))
+        XCTAssertNil(HostPort("localhost:80"))
+        XCTAssertNil(HostPort("127.0.0.1:70000"))
+    }
+
+    func testClusterConfigs_allParse() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for folder in ["local-3", "local-5"] {
+            let directory = root.appendingPathComponent("cluster-configs/\(folder)")
+            let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".json") }
+            XCTAssertFalse(files.isEmpty, folder)
+            for file in files {
+                XCTAssertNoThrow(try NodeConfig.load(arguments: ["--config", directory.appendingPathComponent(file).path]), file)
+            }
+        }
+    }
+}
