@@ -74,6 +74,13 @@ public final class LibWebSocketsTransport: WebSocketTransport, @unchecked Sendab
         self.options = options
     }
 
+    /// Limits libwebsockets' own log lines on stderr to errors and warnings.
+    /// The setting is process-wide and by default lws also logs notices, such
+    /// as its version, each time a transport creates its context.
+    public static func logOnlyLibraryErrorsAndWarnings() {
+        lws_set_log_level(LLL_ERR | LLL_WARN, nil)
+    }
+
     public func connect(to url: URL, headers: [String: String]) -> AsyncStream<WebSocketEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: WebSocketEvent.self)
         let alreadyCalled = shared.withLock { state -> Bool in
@@ -304,7 +311,7 @@ public final class LibWebSocketsTransport: WebSocketTransport, @unchecked Sendab
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
             let message = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "unknown error"
             self.wsi = nil
-            finish(.failed("connection failed: \(message)"))
+            finish(.failed(message))
             scheduleTeardown()
 
         case LWS_CALLBACK_CLIENT_CLOSED:
