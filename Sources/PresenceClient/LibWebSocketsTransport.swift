@@ -376,7 +376,7 @@ public final class LibWebSocketsTransport: WebSocketTransport, @unchecked Sendab
         return 0
     }
 
-    /// Sends a close frame with `status` and closes once the peer answers or
+    /// Sends a close frame with `status` and closes once the peer replies with its own or
     /// lws's close timeout passes. Must run outside lws callbacks. Checked
     /// with lws 4.1.6: returning -1 from the writeable callback marks the
     /// socket unusable and sends no close frame, and `LWS_TO_KILL_ASYNC` set

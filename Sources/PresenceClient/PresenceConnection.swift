@@ -30,7 +30,7 @@ public enum PresenceClientError: Error, Equatable, CustomStringConvertible {
 
 /// One client session with a PresenceMesh cluster.
 ///
-/// The connection holds at most one WebSocket. When it closes or cannot be
+/// The connection has at most one WebSocket open. When it closes or cannot be
 /// opened, the connection waits a jittered exponential backoff and tries the
 /// next node URL in turn, and after each reconnection it sends the current
 /// subscriptions again. Events of every connection arrive on `events()`.
@@ -50,7 +50,7 @@ public actor PresenceConnection {
         public init() {}
     }
 
-    /// Where the connection stands.
+    /// Connection state.
     public enum State: Sendable, Equatable {
         /// Created, `start` not called yet.
         case idle
@@ -323,7 +323,8 @@ public actor PresenceConnection {
         let id = "r\(nextRequestNumber)"
         nextRequestNumber += 1
         let envelope = Envelope(type: type, id: id, payload: payload)
-        // Encoding these fixed payload types cannot fail.
+        // JSONEncoder fails only on non-finite floats or invalid top-level
+        // values, and these payloads contain neither.
         let data = try! encoder.encode(envelope)
         transport?.send(String(decoding: data, as: UTF8.self))
         return id

@@ -12,10 +12,10 @@ public enum PresenceEvent: Sendable, Equatable {
     /// of users the subscription asked for, or nil when the reply matched no
     /// request this connection sent.
     case snapshot(PresenceSnapshot, selection: UserSelection?)
-    /// `error` from the server. `requestId` is the request it answers, if any.
+    /// `error` from the server. `requestId` is the ID of the request it replies to, if any.
     case error(ErrorPayload, requestId: String?)
-    /// The connection was lost or could not be opened; `reason` says why.
-    /// The connection retries unless it was stopped.
+    /// The connection was lost or could not be opened, for `reason`. The
+    /// connection retries unless it was stopped.
     case disconnected(reason: String)
 }
 

@@ -14,7 +14,7 @@ public final class PresenceStore {
     public private(set) var entries: [String: Entry] = [:]
     /// The `session.ready` of the current connection; nil while disconnected.
     public private(set) var session: SessionReady?
-    /// Why the last connection ended; nil while connected.
+    /// Reason the last connection ended; nil while connected.
     public private(set) var disconnectReason: String?
     /// The last `error` the server sent that no request awaited.
     public private(set) var lastError: ErrorPayload?
@@ -62,7 +62,7 @@ public final class PresenceStore {
     }
 
     /// Applies one event. Snapshots replace the entries of the users they
-    /// list; a snapshot answering a subscription to every user also marks
+    /// list. A snapshot in reply to a subscription to every user also marks
     /// users it leaves out as offline, because it lists every online user.
     public func apply(_ event: PresenceEvent) {
         appliedEventCount += 1
@@ -99,7 +99,7 @@ public final class PresenceStore {
 }
 
 extension PresenceStore {
-    /// What the store knows about one user.
+    /// Presence of one user as the store last received it.
     public struct Entry: Sendable, Equatable, Identifiable {
         public var userId: String
         public var status: PresenceStatus

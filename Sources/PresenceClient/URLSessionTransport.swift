@@ -54,8 +54,8 @@ public final class URLSessionTransport: NSObject, WebSocketTransport, URLSession
         task.cancel(with: .normalClosure, reason: nil)
     }
 
-    /// Receives one message and asks for the next; URLSession delivers
-    /// messages only on request, and reassembles fragments itself.
+    /// Receives one message, then requests the next, because URLSession
+    /// delivers messages only on request. It reassembles fragments itself.
     private func receiveNext(_ task: URLSessionWebSocketTask) {
         task.receive { [weak self] result in
             guard let self else { return }

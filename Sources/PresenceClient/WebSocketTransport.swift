@@ -1,6 +1,6 @@
 import Foundation
 
-/// What a WebSocket connection reports, in order. After `.closed` or `.failed`
+/// Event of a WebSocket connection, delivered in order. After `.closed` or `.failed`
 /// nothing more arrives and the event stream finishes.
 public enum WebSocketEvent: Sendable, Equatable {
     /// The opening handshake completed; `send` now reaches the peer.
@@ -21,7 +21,7 @@ public enum WebSocketEvent: Sendable, Equatable {
 /// deliver every event of a connection on the stream that `connect` returns.
 public protocol WebSocketTransport: AnyObject, Sendable {
     /// Starts the opening handshake with `url` (`ws://` or `wss://`), sending
-    /// `headers` as extra HTTP request headers. Call at most once.
+    /// `headers` as extra HTTP request headers. A second call returns a stream that fails at once.
     func connect(to url: URL, headers: [String: String]) -> AsyncStream<WebSocketEvent>
 
     /// Queues one text message. Messages sent before `.opened` or after a

@@ -120,8 +120,8 @@ enum WatchCommand {
 /// returns. Shared by `watch` and `chatlist`.
 enum LiveSession {
     /// Runs `body` on the main actor until it returns, SIGINT arrives or
-    /// `limit` passes; then cancels it and waits up to 5 s for it to finish.
-    /// Returns the body's exit status, or 0 when stopped by SIGINT or the limit.
+    /// `limit` passes. Then it cancels the body and waits up to 5 s for it.
+    /// Returns the body's exit status, or 1 when the body did not finish in time.
     static func run(limit: Duration?, _ body: @escaping @MainActor @Sendable () async -> Int32) -> Int32 {
         let interrupted = SignalFlag(signal: SIGINT)
         let task = Task { @MainActor in await body() }

@@ -62,7 +62,7 @@ extension PresenceEvent {
     }
 }
 
-/// A connection configuration with short backoff delays for tests.
+/// Returns a connection configuration with short backoff delays.
 func fastConfiguration() -> PresenceConnection.Configuration {
     var configuration = PresenceConnection.Configuration()
     configuration.backoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(200))
@@ -70,13 +70,14 @@ func fastConfiguration() -> PresenceConnection.Configuration {
     return configuration
 }
 
-/// A `user.presence` event as the server encodes it.
+/// Encodes a `user.presence` event as the server does.
 func presenceEventJSON(_ presence: UserPresence) -> String {
     let envelope = Envelope(type: ServerEventType.userPresence, payload: presence)
     return String(decoding: try! JSONEncoder().encode(envelope), as: UTF8.self)
 }
 
-/// A port on 127.0.0.1 that nothing listens on: bound, read back and closed.
+/// Returns a port on 127.0.0.1 that nothing listens on, by binding port 0,
+/// reading the port back and closing the socket.
 func unusedLocalPort() -> Int {
     let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(socketFD) }

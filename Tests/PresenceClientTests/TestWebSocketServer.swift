@@ -5,7 +5,7 @@ import PresenceProtocol
 
 /// A small WebSocket server on libwebsockets for testing the client. It
 /// listens on 127.0.0.1 on a port the OS picks, sends `session.ready` to each
-/// new connection, answers subscribe and query requests with a snapshot of
+/// new connection, replies to subscribe and query requests with a snapshot of
 /// `users`, records every message it receives, and sends scripted events on
 /// request. Its libuv loop runs on its own thread.
 final class TestWebSocketServer: @unchecked Sendable {
@@ -23,7 +23,7 @@ final class TestWebSocketServer: @unchecked Sendable {
         case stop
     }
 
-    /// One queued frame; `flags` says whether it starts, continues or ends a message.
+    /// One queued frame. Its `flags` mark whether it starts, continues or ends a message.
     private struct Frame {
         var bytes: [UInt8]
         var flags: lws_write_protocol
@@ -62,7 +62,7 @@ final class TestWebSocketServer: @unchecked Sendable {
     /// The port the server listens on, once `start` returned.
     private(set) var port = 0
 
-    /// The client endpoint for `userId`.
+    /// Returns the client endpoint for `userId`.
     func url(userId: String) -> URL {
         URL(string: "ws://127.0.0.1:\(port)/v1/ws?userId=\(userId)")!
     }
@@ -299,7 +299,7 @@ final class TestWebSocketServer: @unchecked Sendable {
         return 0
     }
 
-    /// Answers subscribe and query requests with a snapshot of the requested users.
+    /// Builds the snapshot replies to subscribe and query requests.
     private func replies(to text: String) -> [String] {
         guard let request = try? JSONDecoder().decode(Envelope<UserSelectionPayload>.self, from: Data(text.utf8)),
             request.type == ClientRequestType.subscribe || request.type == ClientRequestType.query
