@@ -227,7 +227,8 @@ struct PresenceCRDT: Sendable {
 
     /// The merged presence of `user`: offline with nil `lastSeen` when never seen.
     func view(of user: UserID) -> UserPresenceState {
-        views[user] ?? UserPresenceState(userID: user, isOnline: false, lastSeen: nil, custom: statuses[user]?.value)
+        // Every user with an entry or a status has a view, because each merge refreshes them.
+        views[user] ?? UserPresenceState(userID: user, isOnline: false, lastSeen: nil, custom: nil)
     }
 
     var onlineUsers: [UserID] {

@@ -1,0 +1,400 @@
+import Testing
+@testable import MeshCore
+
+private let a = TestNetwork.address(1)
+private let b = TestNetwork.address(2)
+private let c = TestNetwork.address(3)
+
+private func isPingRequest(_ sent: TestNetwork.SentMessage, about target: String) -> Bool {
+    if case .pingRequest(_, let name, _) = sent.message { return name == target }
+    return false
+}
+
+private func isNack(_ sent: TestNetwork.SentMessage) -> Bool {
+    if case .nack = sent.message { return true }
+    return false
+}
+
+private func isLeft(_ sent: TestNetwork.SentMessage) -> Bool {
+    if case .left = sent.message { return true }
+    return false
+}
+
+@Test func join_throughSeed_everyNodeSeesAllAlive() {
+    let network = TestNetwork.cluster(3)
+    #expect(network.isConverged)
+    for address in [a, b, c] {
+        let members = network.node(address).members
+        #expect(members.map(\.name) == ["node-1", "node-2", "node-3"])
+        #expect(members.allSatisfy { $0.state == .alive })
+    }
+    #expect(network.node(b).counters.pushPullsStarted >= 1)
+    #expect(network.node(c).counters.pushPullsStarted >= 1)
+    #expect(network.node(a).counters.probesFailed == 0)
+    #expect(network.member("node-2", on: a)?.clientAddress == "127.0.0.1:72021")
+}
+
+@Test func join_firstSighting_emitsMemberChangedWithNilPrevious() {
+    let network = TestNetwork.cluster(3)
+    let events = network.memberEvents(about: "node-3", on: a)
+    #expect(events.first?.previous == nil)
+    #expect(events.first?.member.state == .alive)
+    #expect(events.count == 1)
+}
+
+@Test func join_tenNodes_converge() {
+    let network = TestNetwork.cluster(10, settle: 5_000)
+    #expect(network.isConverged)
+    #expect(network.largestDatagram <= GossipSettings.local.maxPacketBytes)
+}
+
+@Test func probe_crashedMember_becomesSuspectAfterIndirectProbesFail() throws {
+    let network = TestNetwork.cluster(3)
+    network.crash(c)
+    network.clearEvents()
+    let suspected = network.run(atMost: 3_000) { $0.state(of: "node-3", on: a) == .suspect || $0.state(of: "node-3", on: b) == .suspect }
+    #expect(suspected)
+
+    let accuser = try #require([a, b].first { network.node($0).counters.suspicionsRaised > 0 })
+    let relay = accuser == a ? b : a
+    #expect(network.node(accuser).counters.probesFailed >= 1)
+    #expect(network.sentMessages.contains { isPingRequest($0, about: "node-3") && $0.from == accuser && $0.to == relay })
+    #expect(network.sentMessages.contains { isNack($0) && $0.from == relay && $0.to == accuser })
+    // The relay answered with a nack, so the accuser does not blame its own network.
+    #expect(network.node(accuser).localHealth == 0)
+}
+
+@Test func suspicion_timesOut_memberDeclaredDead() throws {
+    let network = TestNetwork.cluster(3)
+    network.crash(c)
+    network.run(for: 3_000)
+    let accuser = try #require([a, b].first { network.node($0).counters.suspicionsRaised > 0 })
+    let events = network.memberEvents(about: "node-3", on: accuser)
+    let suspectedAt = try #require(events.first { $0.member.state == .suspect }?.at)
+    let deadEvent = try #require(events.first { $0.member.state == .dead })
+    let timeout = suspicionTimeout(multiplier: 3, memberCount: 3, probeIntervalMs: 200)
+    #expect(timeout == 600)
+    #expect(deadEvent.at - suspectedAt == timeout)
+    #expect(deadEvent.previous == .suspect)
+    #expect(network.node(accuser).counters.membersDeclaredDead == 1)
+    #expect(network.state(of: "node-3", on: a) == .dead)
+    #expect(network.state(of: "node-3", on: b) == .dead)
+}
+
+@Test func suspicion_refutedWithHigherIncarnation_returnsAlive() throws {
+    let network = TestNetwork.cluster(3)
+    let current = try #require(network.member("node-3", on: b)).incarnation
+    network.clearEvents()
+    network.inject(
+        [.suspect(MemberAccusation(name: "node-3", epoch: network.node(c).epoch, incarnation: current, accuser: "node-1"))],
+        to: b, from: a)
+    #expect(network.state(of: "node-3", on: b) == .suspect || network.state(of: "node-3", on: b) == .alive)
+    // The buddy datagram reached node-3 at once, so it has already refuted.
+    #expect(network.node(c).counters.refutations == 1)
+    let refuted = network.run(atMost: 1_000) { $0.state(of: "node-3", on: b) == .alive && $0.state(of: "node-3", on: a) == .alive }
+    #expect(refuted)
+    #expect(network.member("node-3", on: b)?.incarnation == current + 1)
+    #expect(network.member("node-3", on: a)?.incarnation == current + 1)
+    let states = network.memberEvents(about: "node-3", on: b).map(\.member.state)
+    #expect(states == [.suspect, .alive])
+    #expect(network.memberEvents(about: "node-3", on: b).last?.previous == .suspect)
+}
+
+@Test func refutation_raisesIncarnationAboveAccusation() {
+    var instance = MeshInstance(
+        config: MeshConfig(name: "self", gossipAddress: "127.0.0.1:1", clientAddress: "", seeds: [], gossip: .local),
+        epoch: 9, seed: 3)
+    let time = MeshTime(monotonic: 0, wall: 0)
+    _ = instance.onStart(at: time)
+    let accusation = MemberAccusation(name: "self", epoch: 9, incarnation: 4, accuser: "other")
+    _ = instance.onDatagram(GossipCodec.encodeDatagram([.dead(accusation)]), from: "127.0.0.1:2", at: time)
+    #expect(instance.members.first?.incarnation == 5)
+    #expect(instance.members.first?.state == .alive)
+    #expect(instance.counters.refutations == 1)
+    // An accusation below the current incarnation is stale: nothing to refute.
+    _ = instance.onDatagram(
+        GossipCodec.encodeDatagram([.suspect(MemberAccusation(name: "self", epoch: 9, incarnation: 3, accuser: "x"))]),
+        from: "127.0.0.1:2", at: time)
+    #expect(instance.members.first?.incarnation == 5)
+    #expect(instance.counters.refutations == 1)
+    // An accusation about another run of this name is not about this run.
+    _ = instance.onDatagram(
+        GossipCodec.encodeDatagram([.suspect(MemberAccusation(name: "self", epoch: 8, incarnation: 9, accuser: "x"))]),
+        from: "127.0.0.1:2", at: time)
+    #expect(instance.counters.refutations == 1)
+}
+
+/// A single started instance that learns of member "x" through crafted datagrams.
+private struct Observer {
+    var instance = MeshInstance(
+        config: MeshConfig(name: "observer", gossipAddress: "127.0.0.1:1", clientAddress: "", seeds: [], gossip: .local),
+        epoch: 1, seed: 7)
+    var now: UInt64 = 0
+    var directives: [Directive] = []
+
+    init() {
+        _ = instance.onStart(at: MeshTime(monotonic: 0, wall: 0))
+    }
+
+    mutating func receive(_ messages: [GossipMessage]) {
+        now += 1
+        directives = instance.onDatagram(
+            GossipCodec.encodeDatagram(messages), from: "127.0.0.1:9", at: MeshTime(monotonic: now, wall: Int64(now)))
+    }
+
+    func state(of name: String) -> MemberState? {
+        instance.members.first { $0.name == name }?.state
+    }
+
+    func incarnation(of name: String) -> Incarnation? {
+        instance.members.first { $0.name == name }?.incarnation
+    }
+
+    var memberChanges: [(Member, MemberState?)] {
+        directives.compactMap { if case .memberChanged(let member, let previous) = $0 { return (member, previous) } else { return nil } }
+    }
+}
+
+private func alive(_ name: String, epoch: Epoch = 5, startedAt: Int64 = 100, incarnation: Incarnation, address: String = "127.0.0.1:5") -> GossipMessage {
+    .alive(AliveAnnouncement(
+        name: name, epoch: epoch, startedAt: startedAt, incarnation: incarnation, gossipAddress: address, clientAddress: ""))
+}
+
+private func accusation(_ name: String, epoch: Epoch = 5, incarnation: Incarnation) -> MemberAccusation {
+    MemberAccusation(name: name, epoch: epoch, incarnation: incarnation, accuser: "someone")
+}
+
+@Test func membership_staleIncarnations_areIgnored() {
+    var observer = Observer()
+    observer.receive([alive("x", incarnation: 5)])
+    #expect(observer.state(of: "x") == .alive)
+
+    observer.receive([.suspect(accusation("x", incarnation: 3))])
+    #expect(observer.state(of: "x") == .alive)
+    #expect(observer.memberChanges.isEmpty)
+
+    observer.receive([alive("x", incarnation: 5)])
+    #expect(observer.memberChanges.isEmpty)
+
+    observer.receive([.suspect(accusation("x", incarnation: 5))])
+    #expect(observer.state(of: "x") == .suspect)
+
+    observer.receive([alive("x", incarnation: 5)])
+    #expect(observer.state(of: "x") == .suspect)
+
+    observer.receive([.dead(accusation("x", incarnation: 4))])
+    #expect(observer.state(of: "x") == .suspect)
+
+    observer.receive([alive("x", incarnation: 6)])
+    #expect(observer.state(of: "x") == .alive)
+    #expect(observer.incarnation(of: "x") == 6)
+
+    observer.receive([.dead(accusation("x", incarnation: 5))])
+    #expect(observer.state(of: "x") == .alive)
+
+    observer.receive([.dead(accusation("x", incarnation: 6))])
+    #expect(observer.state(of: "x") == .dead)
+
+    observer.receive([alive("x", incarnation: 6)])
+    #expect(observer.state(of: "x") == .dead)
+}
+
+@Test func membership_deadMemberWithHigherIncarnation_returnsAndSyncs() {
+    var observer = Observer()
+    observer.receive([alive("x", incarnation: 1)])
+    observer.receive([.dead(accusation("x", incarnation: 1))])
+    #expect(observer.state(of: "x") == .dead)
+    observer.receive([alive("x", incarnation: 2)])
+    #expect(observer.state(of: "x") == .alive)
+    #expect(observer.memberChanges.first?.1 == .dead)
+    #expect(observer.directives.contains { if case .pushPull(_, let to) = $0 { return to == "127.0.0.1:5" } else { return false } })
+}
+
+@Test func membership_otherEpochs_orderedByStart() {
+    var observer = Observer()
+    observer.receive([alive("x", epoch: 5, startedAt: 100, incarnation: 3)])
+    // An older run's news arriving late changes nothing.
+    observer.receive([alive("x", epoch: 4, startedAt: 50, incarnation: 9)])
+    #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 5)
+    observer.receive([.dead(accusation("x", epoch: 4, incarnation: 9))])
+    #expect(observer.state(of: "x") == .alive)
+    // A newer run replaces the member at once, even at a lower incarnation.
+    observer.receive([alive("x", epoch: 6, startedAt: 200, incarnation: 0)])
+    #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 6)
+    #expect(observer.state(of: "x") == .alive)
+    let changes = observer.memberChanges
+    #expect(changes.count == 2)
+    #expect(changes.first?.0.epoch == 5)
+    #expect(changes.first?.0.state == .dead)
+    #expect(changes.last?.0.epoch == 6)
+    #expect(changes.last?.1 == .dead)
+    // Once replaced, the old run stays retired.
+    observer.receive([alive("x", epoch: 5, startedAt: 100, incarnation: 10)])
+    #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 6)
+}
+
+@Test func membership_newNameAtSameAddress_marksOldDead() {
+    var observer = Observer()
+    observer.receive([alive("x", incarnation: 1, address: "127.0.0.1:5")])
+    observer.receive([alive("y", incarnation: 0, address: "127.0.0.1:5")])
+    #expect(observer.state(of: "x") == .dead)
+    #expect(observer.state(of: "y") == .alive)
+}
+
+@Test func membership_claimOnOwnAddress_isIgnored() {
+    var observer = Observer()
+    observer.receive([alive("imposter", incarnation: 1, address: "127.0.0.1:1")])
+    #expect(observer.state(of: "imposter") == nil)
+    #expect(observer.state(of: "observer") == .alive)
+}
+
+@Test func ping_forAnotherName_isNotAcked() {
+    var observer = Observer()
+    observer.receive([.ping(sequence: 1, target: "someone-else")])
+    #expect(!observer.directives.contains { if case .send = $0 { return true } else { return false } })
+    observer.receive([.ping(sequence: 2, target: "observer")])
+    let acks = observer.directives.compactMap { directive -> [GossipMessage]? in
+        if case .send(let bytes, let to) = directive, to == "127.0.0.1:9" { return try? GossipCodec.decodeDatagram(bytes) }
+        return nil
+    }.flatMap { $0 }
+    #expect(acks.contains(.ack(sequence: 2)))
+}
+
+@Test func leave_sendsLeftToEveryMember_andDropsUsers() throws {
+    let network = TestNetwork.cluster(3)
+    network.openSession("bob", on: b)
+    #expect(network.isOnline("bob", on: a))
+    network.clearEvents()
+    let directives = network.leave(b)
+
+    let leftTargets = network.sentMessages.filter { isLeft($0) && $0.from == b }.map(\.to)
+    #expect(Set(leftTargets) == [a, c])
+    let sendCount = directives.filter { if case .send = $0 { return true } else { return false } }.count
+    #expect(sendCount == 2)
+    #expect(!directives.contains { if case .wakeUp = $0 { return true } else { return false } })
+
+    #expect(network.state(of: "node-2", on: b) == .left)
+    #expect(network.state(of: "node-2", on: a) == .left)
+    #expect(network.state(of: "node-2", on: c) == .left)
+    for address in [a, c] {
+        let events = network.presenceEvents(of: "bob", on: address)
+        #expect(events == [UserPresenceState(userID: "bob", isOnline: false, lastSeen: network.time.wall, custom: nil)])
+    }
+}
+
+@Test func leave_leftMemberIsNotProbedOrSuspected() {
+    let network = TestNetwork.cluster(3)
+    network.leave(b)
+    network.crash(b)
+    network.run(for: 3_000)
+    #expect(network.state(of: "node-2", on: a) == .left)
+    #expect(network.node(a).counters.suspicionsRaised == 0)
+    #expect(network.node(c).counters.suspicionsRaised == 0)
+}
+
+@Test func restart_newEpoch_replacesOldRunAndDropsUsers() throws {
+    let network = TestNetwork.cluster(3)
+    network.openSession("carol", on: c)
+    let oldEpoch = network.node(c).epoch
+    network.crash(c)
+    network.run(for: 50)
+    network.clearEvents()
+    network.restart(c)
+    let newEpoch = network.node(c).epoch
+    #expect(newEpoch != oldEpoch)
+    network.run(for: 500)
+
+    for address in [a, b] {
+        let member = try #require(network.member("node-3", on: address))
+        #expect(member.epoch == newEpoch)
+        #expect(member.state == .alive)
+        #expect(!network.isOnline("carol", on: address))
+        let events = network.presenceEvents(of: "carol", on: address)
+        #expect(events.count == 1)
+        #expect(events.first?.isOnline == false)
+        let memberEvents = network.memberEvents(about: "node-3", on: address)
+        #expect(memberEvents.contains { $0.member.epoch == oldEpoch && $0.member.state == .dead })
+        #expect(memberEvents.last?.member.epoch == newEpoch)
+    }
+    #expect(network.isConverged)
+
+    network.openSession("carol", on: c)
+    #expect(network.isOnline("carol", on: a))
+    #expect(network.isOnline("carol", on: b))
+}
+
+@Test func deadMember_isForgottenAfterRetention() {
+    var settings = GossipSettings.local
+    settings.deadMemberRetentionMs = 5_000
+    let network = TestNetwork.cluster(3, settings: settings)
+    network.crash(c)
+    network.run(for: 3_000)
+    #expect(network.state(of: "node-3", on: a) == .dead)
+    network.run(for: 6_000)
+    #expect(network.state(of: "node-3", on: a) == nil)
+    #expect(network.state(of: "node-3", on: b) == nil)
+    // Late news of the forgotten run at its old incarnation cannot bring it back.
+    let epoch = network.node(c).epoch
+    network.inject([alive("node-3", epoch: epoch, startedAt: 0, incarnation: 0, address: c)], to: a, from: b)
+    #expect(network.state(of: "node-3", on: a) == nil)
+}
+
+@Test func partition_healsByItself() {
+    let network = TestNetwork.cluster(3)
+    network.openSession("alice", on: a)
+    network.openSession("carol", on: c)
+    network.cut(a, c)
+    network.cut(b, c)
+    network.run(for: 4_000)
+    #expect(network.state(of: "node-3", on: a) == .dead)
+    #expect(network.state(of: "node-1", on: c) == .dead)
+    #expect(!network.isOnline("carol", on: a))
+    #expect(!network.isOnline("alice", on: c))
+
+    network.heal(a, c)
+    network.heal(b, c)
+    let converged = network.run(atMost: 10_000) { $0.isConverged }
+    #expect(converged)
+    network.run(for: 1_000)
+    for address in [a, b, c] {
+        #expect(network.isOnline("alice", on: address))
+        #expect(network.isOnline("carol", on: address))
+    }
+}
+
+@Test func instance_everyEventEndsWithWakeUp() throws {
+    let network = TestNetwork.cluster(2)
+    let directives = network.openSession("u", on: a)
+    let last = try #require(directives.last)
+    guard case .wakeUp(let at) = last else {
+        Issue.record("last directive is \(last), expected a wake-up")
+        return
+    }
+    #expect(at > network.now)
+}
+
+@Test func instance_sameSeeds_giveSameRun() {
+    func run() -> TestNetwork {
+        let network = TestNetwork.cluster(4)
+        network.openSession("u", on: b)
+        network.crash(TestNetwork.address(4))
+        network.run(for: 3_000)
+        return network
+    }
+    let first = run()
+    let second = run()
+    for index in 1...3 {
+        let address = TestNetwork.address(index)
+        #expect(first.node(address).members == second.node(address).members)
+        #expect(first.node(address).counters == second.node(address).counters)
+    }
+    #expect(first.datagramsDelivered == second.datagramsDelivered)
+}
+
+@Test func localHealth_risesWhenNoRelayAnswers() {
+    let network = TestNetwork.cluster(2)
+    network.crash(b)
+    network.run(for: 400)
+    // With no other member to ask, a failed probe counts against this node's own health.
+    #expect(network.node(a).localHealth >= 1)
+}
