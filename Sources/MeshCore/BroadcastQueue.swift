@@ -1,6 +1,6 @@
 /// Gossip items waiting to be piggybacked on outgoing datagrams (memberlist's
-/// `TransmitLimitedQueue`). Each item is sent a limited number of times; a newer item about the
-/// same key replaces the older one, so the queue holds at most one item per member, per
+/// `TransmitLimitedQueue`). Each item is sent a limited number of times. A newer item about the
+/// same key replaces the older one, so the queue contains at most one item per member, per
 /// (replica, user) and per user status.
 struct BroadcastQueue: Sendable {
     enum Key: Hashable, Sendable {

@@ -37,7 +37,7 @@ enum WireLimits {
     static let maxStatusTextBytes = 256
 }
 
-/// Why a datagram or push-pull payload was rejected.
+/// The reason a datagram or push-pull payload was rejected.
 enum DecodeError: Error, Equatable, Sendable {
     case truncated
     case unsupportedVersion(UInt8)
@@ -77,8 +77,8 @@ enum GossipMessage: Equatable, Sendable {
     /// Asks the receiver to ping `target` at `targetAddress` and forward its ack.
     case pingRequest(sequence: UInt64, target: String, targetAddress: GossipAddress)
     case ack(sequence: UInt64)
-    /// Sent by a relay of a `pingRequest` that got no ack in time (Lifeguard): tells the prober
-    /// its own network path works.
+    /// Sent by a relay of a `pingRequest` that got no ack in time (Lifeguard). It shows the prober
+    /// that its own network path works.
     case nack(sequence: UInt64)
     case alive(AliveAnnouncement)
     case suspect(MemberAccusation)
@@ -210,7 +210,7 @@ struct ByteReader {
         return string
     }
 
-    /// Reads a count of elements that each take at least `minElementBytes`; a count that cannot
+    /// Reads a count of elements that each take at least `minElementBytes`. A count that cannot
     /// fit in the bytes left is rejected before anything is allocated for it.
     mutating func readCount(field: String, minElementBytes: Int) throws -> Int {
         let count = try readVarint()
@@ -467,7 +467,7 @@ func truncatedUTF8(_ string: String, maxBytes: Int) -> String {
     return String(scalars)
 }
 
-/// Whether `string` is a user ID the codec can carry: 1 to 128 bytes of UTF-8.
+/// Checks that `string` is a user ID the codec can carry: 1 to 128 bytes of UTF-8.
 func isValidUserID(_ string: String) -> Bool {
     let count = string.utf8.count
     return count >= 1 && count <= WireLimits.maxUserIDBytes

@@ -1,4 +1,4 @@
-/// What the instance stores about one member besides its public `Member` value.
+/// The instance's record of one member: its public `Member` value plus protocol bookkeeping.
 struct MemberRecord: Sendable {
     var member: Member
     /// Wall-clock start of the member's run; the later start wins between two epochs of one name.
@@ -25,8 +25,8 @@ struct MemberRecord: Sendable {
             gossipAddress: member.gossipAddress, clientAddress: member.clientAddress)
     }
 
-    /// Whether the run (`epoch`, `startedAt`) is newer than this record's run: a later start,
-    /// or the larger epoch when both started in the same millisecond.
+    /// Compares runs: true when (`epoch`, `startedAt`) is newer than this record's run, which
+    /// means a later start, or the larger epoch when both started in the same millisecond.
     func isOlderRun(than epoch: Epoch, startedAt otherStart: Int64) -> Bool {
         (startedAt, member.epoch) < (otherStart, epoch)
     }

@@ -3,7 +3,7 @@
 
 extension MeshInstance {
     /// Sends one datagram to `address`: the `leading` messages, then as many queued gossip items
-    /// as fit in `maxPacketBytes`. Nothing is sent when there is nothing to say.
+    /// as fit in `maxPacketBytes`. Nothing is sent when there are no messages.
     mutating func sendDatagram(leading: [GossipMessage], to address: GossipAddress) {
         guard address != config.gossipAddress else { return }
         var framed = leading.map(GossipCodec.frame)

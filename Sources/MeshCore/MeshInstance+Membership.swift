@@ -92,12 +92,12 @@ extension MeshInstance {
         incarnation = accusedIncarnation + 1
         records[config.name]?.member.incarnation = incarnation
         counters.refutations += 1
-        // Being accused is a hint that this node answers slowly (Lifeguard).
+        // Being accused is a hint that this node replies slowly (Lifeguard).
         adjustLocalHealth(by: 1)
         enqueueAlive(of: config.name)
     }
 
-    /// Suspects `name` after its probe failed, and tells the cluster and the suspect.
+    /// Suspects `name` after its probe failed, and gossips the suspicion to the cluster and the suspect.
     mutating func raiseSuspicion(of name: String, at time: MeshTime) {
         guard let record = records[name], record.member.state == .alive else { return }
         counters.suspicionsRaised += 1
@@ -146,6 +146,8 @@ extension MeshInstance {
                 if !hasLeft { startPushPull(to: record.member.gossipAddress) }
             }
         case .suspect:
+            // NOTE: the timeout is fixed at suspicion time. Lifeguard's dynamic timeout, which starts
+            // longer and shrinks with each independent confirmation, is not implemented.
             let timeout = suspicionTimeout(
                 multiplier: config.gossip.suspicionMult, memberCount: liveMemberCount,
                 probeIntervalMs: config.gossip.probeIntervalMs)
@@ -169,9 +171,9 @@ extension MeshInstance {
         evictAddressConflicts(keeping: alive.name, address: alive.gossipAddress, at: time)
     }
 
-    /// A restarted node: the old run is treated as dead (its presence dropped at once) and
-    /// retired, and the new run becomes the alive member of that name. Emits the old run's move
-    /// to dead, then the new run with the old run's final state as `previous`.
+    /// Replaces the run of a restarted node. The old run is treated as dead (its presence dropped
+    /// at once) and retired, and the new run becomes the alive member of that name. Emits the old
+    /// run's move to dead, then the new run with the old run's final state as `previous`.
     private mutating func replaceRun(of old: MemberRecord, with alive: AliveAnnouncement, at time: MeshTime) {
         if old.isLive {
             setState(of: old.member.name, to: .dead, at: time)
@@ -184,8 +186,8 @@ extension MeshInstance {
         if !hasLeft { startPushPull(to: alive.gossipAddress) }
     }
 
-    /// Marks dead every other live member at `address`: one address holds one live member, and
-    /// the newest claim to it wins.
+    /// Marks dead every other live member at `address`: an address has one live member at most,
+    /// and the newest claim to it wins.
     private mutating func evictAddressConflicts(keeping name: String, address: GossipAddress, at time: MeshTime) {
         let conflicting = records.values.filter {
             $0.member.name != name && $0.member.name != config.name && $0.isLive && $0.member.gossipAddress == address

@@ -42,8 +42,8 @@ extension MeshInstance {
         timers.schedule(.probeRound, at: time.monotonic + scaledByHealth(config.gossip.probeIntervalMs))
     }
 
-    /// The direct ping went unanswered: ask `indirectChecks` other alive members to ping the
-    /// target.
+    /// Asks `indirectChecks` other alive members to ping the target, because the direct ping got
+    /// no ack in time.
     mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
         guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
         let relays = random.sample(
@@ -102,13 +102,13 @@ extension MeshInstance {
         probe = attempt
     }
 
-    /// The relayed ping got no ack in time: tell the requester with a nack.
+    /// Sends the requester a nack, because the relayed ping got no ack in time.
     mutating func finishRelayedProbe(sequence: UInt64) {
         guard let relayed = relayedProbes.removeValue(forKey: sequence) else { return }
         sendDatagram(leading: [.nack(sequence: relayed.requesterSequence)], to: relayed.requester)
     }
 
-    /// The next member in round-robin order; the order is reshuffled after each full pass.
+    /// Returns the next member in round-robin order, reshuffling the order after each full pass.
     private mutating func nextProbeTarget() -> Member? {
         for _ in 0..<2 {
             while probeIndex < probeOrder.count {

@@ -42,8 +42,9 @@ public struct MeshInstance: Sendable {
     var output: [Directive] = []
 
     /// `epoch` must be fresh at every start; `seed` seeds all of the instance's randomness.
-    /// `config.name` must be 1 to 255 bytes and the addresses at most 255 bytes, the limits of
-    /// the wire format; the shell validates them before it builds the instance.
+    /// `config.name` must be 1 to 255 bytes and the addresses at most 255 bytes, because the wire
+    /// format carries no more, and `config.gossip.validate()` must return no problems. The shell
+    /// validates both before it builds the instance.
     public init(config: MeshConfig, epoch: Epoch, seed: UInt64) {
         precondition(
             (1...WireLimits.maxNameBytes).contains(config.name.utf8.count),
@@ -54,6 +55,8 @@ public struct MeshInstance: Sendable {
         precondition(
             config.clientAddress.utf8.count <= WireLimits.maxAddressBytes,
             "client address must be at most \(WireLimits.maxAddressBytes) bytes, got \(config.clientAddress.utf8.count)")
+        let problems = config.gossip.validate()
+        precondition(problems.isEmpty, "invalid gossip settings: \(problems.joined(separator: "; "))")
         self.config = config
         self.epoch = epoch
         self.random = SeededRandom(seed: seed)
@@ -141,8 +144,8 @@ public struct MeshInstance: Sendable {
         return finish()
     }
 
-    /// A local client session of `user` opened. User IDs the wire format cannot carry (empty or
-    /// over 128 bytes) are ignored.
+    /// Counts a newly opened local client session of `user`. User IDs the wire format cannot
+    /// carry (empty or over 128 bytes) are ignored.
     public mutating func onSessionOpened(user: UserID, at time: MeshTime) -> [Directive] {
         guard isValidUserID(user) else { return finish() }
         let current = presenceState.entry(of: localReplica, user: user)?.sessionCount ?? 0
@@ -151,7 +154,7 @@ public struct MeshInstance: Sendable {
         return finish()
     }
 
-    /// A local client session of `user` closed. A close without a matching open is ignored.
+    /// Counts a closed local client session of `user`. A close without a matching open is ignored.
     public mutating func onSessionClosed(user: UserID, at time: MeshTime) -> [Directive] {
         guard isValidUserID(user) else { return finish() }
         let current = presenceState.entry(of: localReplica, user: user)?.sessionCount ?? 0
@@ -176,7 +179,7 @@ public struct MeshInstance: Sendable {
         return finish()
     }
 
-    /// Every member this node knows, itself included, ordered by name.
+    /// Every member in this node's table, itself included, ordered by name.
     public var members: [Member] {
         records.keys.sorted().compactMap { records[$0]?.member }
     }

@@ -12,7 +12,7 @@ struct ReplicaID: Hashable, Comparable, Sendable {
     }
 }
 
-/// What one replica states about one user. Only the owning replica writes it.
+/// One replica's entry for one user. Only the owning replica writes it.
 struct PresenceEntry: Equatable, Sendable {
     /// Open sessions of the user on the replica; 0 is a tombstone.
     var sessionCount: UInt32
@@ -74,8 +74,8 @@ struct HybridClock: Sendable {
     }
 }
 
-/// What a replica's versions this node has: every version up to `contiguous` is here or was
-/// superseded by a later write of the same user, and `seenAbove` lists single versions beyond.
+/// The versions of one replica present on this node. Every version up to `contiguous` is here or
+/// was superseded by a later write of the same user, and `seenAbove` lists single versions beyond.
 /// Push-pull sends a peer only the entries above its `contiguous`.
 struct ReplicaClock: Equatable, Sendable {
     private(set) var contiguous: UInt64 = 0
@@ -107,6 +107,8 @@ struct ReplicaClock: Equatable, Sendable {
 /// mutation returns the user views that changed.
 struct PresenceCRDT: Sendable {
     /// user → replica → entry, for live replicas only.
+    /// NOTE: tombstones (session count 0) are never collected, so the state grows with every
+    /// user ever seen on a live replica.
     private(set) var entries: [UserID: [ReplicaID: PresenceEntry]] = [:]
     private(set) var usersByReplica: [ReplicaID: Set<UserID>] = [:]
     private(set) var clocks: [ReplicaID: ReplicaClock] = [:]
@@ -251,7 +253,7 @@ struct PresenceCRDT: Sendable {
     }
 
     /// Online iff some live replica has a session. Offline `lastSeen` is the latest close this
-    /// node knows of: the newest tombstone or replica drop of the user.
+    /// node has: the newest tombstone or replica drop of the user.
     private func computeView(of user: UserID) -> UserPresenceState {
         let userEntries = entries[user] ?? [:]
         let isOnline = userEntries.values.contains { $0.sessionCount > 0 }

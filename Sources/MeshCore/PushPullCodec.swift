@@ -10,7 +10,7 @@
 //     entries:  count, then presence deltas as in a datagram
 //     statuses: count, then status records as in a datagram
 //
-// A request carries the sender's contiguous clocks and all its entries; a reply carries the
+// A request carries the sender's contiguous clocks and all its entries. A reply carries the
 // entries above the requester's clocks and the responder's clocks, so the requester can raise
 // its own.
 

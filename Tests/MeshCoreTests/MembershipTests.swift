@@ -60,7 +60,7 @@ private func isLeft(_ sent: TestNetwork.SentMessage) -> Bool {
     #expect(network.node(accuser).counters.probesFailed >= 1)
     #expect(network.sentMessages.contains { isPingRequest($0, about: "node-3") && $0.from == accuser && $0.to == relay })
     #expect(network.sentMessages.contains { isNack($0) && $0.from == relay && $0.to == accuser })
-    // The relay answered with a nack, so the accuser does not blame its own network.
+    // The relay sent a nack, so the accuser does not blame its own network.
     #expect(network.node(accuser).localHealth == 0)
 }
 

@@ -36,7 +36,7 @@ private struct History {
         return history
     }
 
-    /// A state built from a random subset of the history, merged in random order.
+    /// Builds a state from a random subset of the history, merged in random order.
     func randomState(seed: UInt64) -> PresenceCRDT {
         var random = SeededRandom(seed: seed)
         var state = PresenceCRDT()

@@ -1,7 +1,7 @@
 @testable import MeshCore
 
 /// An in-process network of instances with virtual time. Datagrams arrive instantly in send
-/// order, push-pulls are answered synchronously, and nothing sleeps.
+/// order, push-pulls get their reply synchronously, and nothing sleeps.
 final class TestNetwork {
     struct Datagram {
         var bytes: [UInt8]
@@ -296,7 +296,7 @@ final class TestNetwork {
         sentMessages = []
     }
 
-    /// Whether every running node sees every running node alive.
+    /// True when every running node has every running node alive in its member table.
     var isConverged: Bool {
         let running = nodes.keys.filter { !down.contains($0) }
         let names = Set(running.map { nodes[$0]!.config.name })
