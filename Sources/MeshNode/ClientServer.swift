@@ -54,7 +54,6 @@ final class ClientSession {
     fileprivate var inbound: [UInt8] = []
     fileprivate var inboundOversize = false
     fileprivate var closeStatus: UInt16?
-    fileprivate var closeReason = ""
     fileprivate(set) var isOpen = true
     /// Opened with `observe=true`: the session may watch and query but does not make its user online.
     let isObserver: Bool
@@ -80,12 +79,16 @@ final class ClientSession {
         }
     }
 
-    /// Closes the session with a WebSocket close status once queued frames are written.
-    func close(status: UInt16, reason: String) {
-        guard isOpen, closeStatus == nil else { return }
+    /// Closes the session at once with a WebSocket close status, dropping queued frames. Call it
+    /// from outside lws callbacks only: libwebsockets 4.1 sends the close frame on this path,
+    /// while a writeable callback that returns -1 after `lws_close_reason` drops the TCP
+    /// connection without one.
+    func closeNow(status: UInt16, reason: String) {
+        guard isOpen else { return }
         closeStatus = status
-        closeReason = reason
-        lws_callback_on_writable(wsi)
+        var bytes = Array(reason.utf8.prefix(120))
+        lws_close_reason(wsi, lws_close_status(rawValue: UInt32(status)), &bytes, bytes.count)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC)
     }
 
     fileprivate func popFrame() -> OutgoingFrame? {
@@ -345,15 +348,9 @@ final class ClientServer {
                 logger.debug("session write failed", [("session", session.id), ("user", session.userID)])
                 return -1
             }
-            if session.queuedFrames > 0 || session.closeStatus != nil {
+            if session.queuedFrames > 0 {
                 lws_callback_on_writable(wsi)
             }
-            return 0
-        }
-        if let status = session.closeStatus {
-            var reason = Array(session.closeReason.utf8.prefix(120))
-            lws_close_reason(wsi, lws_close_status(rawValue: UInt32(status)), &reason, reason.count)
-            return -1
         }
         return 0
     }

@@ -94,6 +94,13 @@ public final class PresenceNode {
     /// Runs the node until SIGTERM or SIGINT, then leaves the cluster and returns the exit code.
     public func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        // A parent may start us with stop signals blocked (test runners and thread pools do), and
+        // a blocked SIGTERM would never reach the handler below.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         for number in [SIGTERM, SIGINT] {
             let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
             uv_signal_init(loop, handle)
@@ -203,8 +210,8 @@ public final class PresenceNode {
         isStopping = true
         logger.info("stopping", [("signal", number), ("sessions", clientServer.sessions.count)])
         apply(instance.onLeave(at: now()))
-        for session in clientServer.sessions.values {
-            session.close(status: 1001, reason: "node shutting down")
+        for session in Array(clientServer.sessions.values) {
+            session.closeNow(status: 1001, reason: "node shutting down")
         }
         uv_timer_stop(wakeTimer)
         uv_timer_stop(graceTimer)
