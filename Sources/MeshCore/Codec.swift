@@ -11,7 +11,8 @@
 // with a per-field maximum length. Decoding checks every read against the end of the input and
 // throws `DecodeError`; it never traps on remote input.
 
-/// Version byte at the start of every datagram. Version 1 has message kinds 1 to 10.
+/// Version byte at the start of every datagram. Version 1 has message kinds 1 to 10, and its
+/// pings and ping-reqs name the target run by name and epoch.
 let gossipProtocolVersion: UInt8 = 1
 
 /// Message kinds. The numbers are the wire protocol: append new kinds, never renumber or reuse.
@@ -71,11 +72,12 @@ struct MemberAccusation: Equatable, Sendable {
 
 /// One message inside a datagram.
 enum GossipMessage: Equatable, Sendable {
-    /// A direct probe; `target` is the name the sender expects, so a node that took over the
-    /// address under another name does not ack.
-    case ping(sequence: UInt64, target: String)
-    /// Asks the receiver to ping `target` at `targetAddress` and forward its ack.
-    case pingRequest(sequence: UInt64, target: String, targetAddress: GossipAddress)
+    /// A direct probe of the run (`target`, `targetEpoch`). Only that run acks, so a node that
+    /// took over the address, or a restart of the target, does not pass for the probed run.
+    case ping(sequence: UInt64, target: String, targetEpoch: Epoch)
+    /// Asks the receiver to ping the run (`target`, `targetEpoch`) at `targetAddress` and forward
+    /// its ack.
+    case pingRequest(sequence: UInt64, target: String, targetEpoch: Epoch, targetAddress: GossipAddress)
     case ack(sequence: UInt64)
     /// Sent by a relay of a `pingRequest` that got no ack in time (Lifeguard). It shows the prober
     /// that its own network path works.
@@ -244,14 +246,16 @@ enum GossipCodec {
         var body = ByteWriter()
         let kind: MessageKind
         switch message {
-        case .ping(let sequence, let target):
+        case .ping(let sequence, let target, let targetEpoch):
             kind = .ping
             body.writeVarint(sequence)
             body.writeString(target)
-        case .pingRequest(let sequence, let target, let targetAddress):
+            body.writeUInt64BigEndian(targetEpoch)
+        case .pingRequest(let sequence, let target, let targetEpoch, let targetAddress):
             kind = .pingRequest
             body.writeVarint(sequence)
             body.writeString(target)
+            body.writeUInt64BigEndian(targetEpoch)
             body.writeString(targetAddress)
         case .ack(let sequence):
             kind = .ack
@@ -339,12 +343,14 @@ enum GossipCodec {
         case .ping:
             let sequence = try body.readVarint()
             let target = try body.readString(field: "ping target", maxBytes: WireLimits.maxNameBytes)
-            return .ping(sequence: sequence, target: target)
+            let targetEpoch = try body.readUInt64BigEndian()
+            return .ping(sequence: sequence, target: target, targetEpoch: targetEpoch)
         case .pingRequest:
             let sequence = try body.readVarint()
             let target = try body.readString(field: "ping-req target", maxBytes: WireLimits.maxNameBytes)
+            let targetEpoch = try body.readUInt64BigEndian()
             let address = try body.readString(field: "ping-req address", maxBytes: WireLimits.maxAddressBytes)
-            return .pingRequest(sequence: sequence, target: target, targetAddress: address)
+            return .pingRequest(sequence: sequence, target: target, targetEpoch: targetEpoch, targetAddress: address)
         case .ack:
             return .ack(sequence: try body.readVarint())
         case .nack:

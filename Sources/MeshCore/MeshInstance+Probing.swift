@@ -27,7 +27,7 @@ extension MeshInstance {
                 sequence: nextSequence, target: target.name, targetEpoch: target.epoch,
                 targetAddress: target.gossipAddress)
             probe = attempt
-            var leading: [GossipMessage] = [.ping(sequence: attempt.sequence, target: target.name)]
+            var leading: [GossipMessage] = [.ping(sequence: attempt.sequence, target: target.name, targetEpoch: target.epoch)]
             if target.state == .suspect {
                 // Buddy system: a suspect learns of its suspicion from the next probe.
                 leading.append(.suspect(MemberAccusation(
@@ -52,23 +52,31 @@ extension MeshInstance {
         attempt.expectedNacks = relays.count
         probe = attempt
         let request = GossipMessage.pingRequest(
-            sequence: sequence, target: attempt.target, targetAddress: attempt.targetAddress)
+            sequence: sequence, target: attempt.target, targetEpoch: attempt.targetEpoch, targetAddress: attempt.targetAddress)
         for relay in relays {
             sendDatagram(leading: [request], to: relay.gossipAddress)
         }
     }
 
-    /// Acks a ping addressed to this node. A ping for another name (a stale address) is ignored.
-    mutating func handlePing(sequence: UInt64, target: String, from: GossipAddress) {
+    /// Acks a ping addressed to this run. A ping for another name (a stale address) is ignored.
+    /// A ping for an earlier run of this name gets this run's alive instead of an ack, so the
+    /// prober learns of the restart at once, even when this run has no seeds to join through.
+    mutating func handlePing(sequence: UInt64, target: String, targetEpoch: Epoch, from: GossipAddress) {
         guard target == config.name else { return }
+        guard targetEpoch == epoch else {
+            guard !hasLeft, let me = records[config.name] else { return }
+            sendDatagram(leading: [.alive(me.aliveAnnouncement)], to: from)
+            return
+        }
         sendDatagram(leading: [.ack(sequence: sequence)], to: from)
     }
 
     /// Pings `target` for the member at `from`, and remembers where to forward the ack.
     mutating func handlePingRequest(
-        sequence: UInt64, target: String, targetAddress: GossipAddress, from: GossipAddress, at time: MeshTime
+        sequence: UInt64, target: String, targetEpoch: Epoch, targetAddress: GossipAddress, from: GossipAddress,
+        at time: MeshTime
     ) {
-        guard target != config.name else {
+        guard target != config.name || targetEpoch != epoch else {
             // Asked to probe this node itself: the ack can go straight back.
             sendDatagram(leading: [.ack(sequence: sequence)], to: from)
             return
@@ -76,7 +84,7 @@ extension MeshInstance {
         nextSequence += 1
         let relaySequence = nextSequence
         relayedProbes[relaySequence] = RelayedProbe(requester: from, requesterSequence: sequence)
-        sendDatagram(leading: [.ping(sequence: relaySequence, target: target)], to: targetAddress)
+        sendDatagram(leading: [.ping(sequence: relaySequence, target: target, targetEpoch: targetEpoch)], to: targetAddress)
         // The nack must reach the requester before its probe round ends, so it goes out at 80% of
         // the probe timeout, as memberlist does.
         timers.schedule(.relayTimeout(sequence: relaySequence), at: time.monotonic + config.gossip.probeTimeoutMs * 4 / 5)

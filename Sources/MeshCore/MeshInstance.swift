@@ -280,10 +280,12 @@ public struct MeshInstance: Sendable {
         }
         for message in messages {
             switch message {
-            case .ping(let sequence, let target):
-                handlePing(sequence: sequence, target: target, from: from)
-            case .pingRequest(let sequence, let target, let targetAddress):
-                handlePingRequest(sequence: sequence, target: target, targetAddress: targetAddress, from: from, at: time)
+            case .ping(let sequence, let target, let targetEpoch):
+                handlePing(sequence: sequence, target: target, targetEpoch: targetEpoch, from: from)
+            case .pingRequest(let sequence, let target, let targetEpoch, let targetAddress):
+                handlePingRequest(
+                    sequence: sequence, target: target, targetEpoch: targetEpoch, targetAddress: targetAddress,
+                    from: from, at: time)
             case .ack(let sequence):
                 handleAck(sequence: sequence)
             case .nack(let sequence):

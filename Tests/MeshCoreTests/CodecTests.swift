@@ -3,9 +3,9 @@ import Testing
 
 /// One message of every kind, with fields near their limits where that matters.
 let everyKindOfMessage: [GossipMessage] = [
-    .ping(sequence: 0, target: "node-1"),
-    .ping(sequence: .max, target: String(repeating: "n", count: WireLimits.maxNameBytes)),
-    .pingRequest(sequence: 42, target: "node-2", targetAddress: "127.0.0.1:7202"),
+    .ping(sequence: 0, target: "node-1", targetEpoch: 0),
+    .ping(sequence: .max, target: String(repeating: "n", count: WireLimits.maxNameBytes), targetEpoch: .max),
+    .pingRequest(sequence: 42, target: "node-2", targetEpoch: 12, targetAddress: "127.0.0.1:7202"),
     .ack(sequence: 7),
     .nack(sequence: 1 << 40),
     .alive(AliveAnnouncement(

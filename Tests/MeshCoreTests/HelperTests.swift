@@ -92,7 +92,7 @@ import Testing
         queue.enqueue(.presence(delta.replica, delta.userID), framed: GossipCodec.frame(.presence(delta)))
     }
     for maxBytes in [512, 700, 1400] {
-        var messages = [GossipCodec.frame(.ping(sequence: 1, target: "t"))]
+        var messages = [GossipCodec.frame(.ping(sequence: 1, target: "t", targetEpoch: 1))]
         queue.fill(&messages, maxDatagramBytes: maxBytes, retransmitLimit: 100)
         #expect(GossipCodec.datagram(messages).count <= maxBytes)
         #expect(messages.count > 1)

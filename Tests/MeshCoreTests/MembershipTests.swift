@@ -6,7 +6,7 @@ private let b = TestNetwork.address(2)
 private let c = TestNetwork.address(3)
 
 private func isPingRequest(_ sent: TestNetwork.SentMessage, about target: String) -> Bool {
-    if case .pingRequest(_, let name, _) = sent.message { return name == target }
+    if case .pingRequest(_, let name, _, _) = sent.message { return name == target }
     return false
 }
 
@@ -250,14 +250,42 @@ private func accusation(_ name: String, epoch: Epoch = 5, incarnation: Incarnati
 
 @Test func ping_forAnotherName_isNotAcked() {
     var observer = Observer()
-    observer.receive([.ping(sequence: 1, target: "someone-else")])
+    observer.receive([.ping(sequence: 1, target: "someone-else", targetEpoch: 1)])
     #expect(!observer.directives.contains { if case .send = $0 { return true } else { return false } })
-    observer.receive([.ping(sequence: 2, target: "observer")])
+    observer.receive([.ping(sequence: 2, target: "observer", targetEpoch: 1)])
     let acks = observer.directives.compactMap { directive -> [GossipMessage]? in
         if case .send(let bytes, let to) = directive, to == "127.0.0.1:9" { return try? GossipCodec.decodeDatagram(bytes) }
         return nil
     }.flatMap { $0 }
     #expect(acks.contains(.ack(sequence: 2)))
+}
+
+@Test func ping_forEarlierRun_getsAliveInsteadOfAck() {
+    var observer = Observer()
+    observer.receive([.ping(sequence: 3, target: "observer", targetEpoch: 0)])
+    let replies = observer.directives.compactMap { directive -> [GossipMessage]? in
+        if case .send(let bytes, let to) = directive, to == "127.0.0.1:9" { return try? GossipCodec.decodeDatagram(bytes) }
+        return nil
+    }.flatMap { $0 }
+    #expect(!replies.contains(.ack(sequence: 3)))
+    #expect(replies.contains { if case .alive(let alive) = $0 { return alive.name == "observer" && alive.epoch == 1 } else { return false } })
+}
+
+@Test func restart_seedlessNode_rejoinsThroughProbes() throws {
+    let network = TestNetwork.cluster(3)
+    network.openSession("alice", on: a)
+    let oldEpoch = network.node(a).epoch
+    network.crash(a)
+    network.restart(a)
+    #expect(network.node(a).config.seeds.isEmpty)
+    #expect(network.node(a).epoch != oldEpoch)
+    let rejoined = network.run(atMost: 3_000) { $0.isConverged }
+    #expect(rejoined)
+    for address in [b, c] {
+        #expect(network.member("node-1", on: address)?.epoch == network.node(a).epoch)
+        #expect(!network.isOnline("alice", on: address))
+    }
+    #expect(network.node(a).members.count == 3)
 }
 
 @Test func leave_sendsLeftToEveryMember_andDropsUsers() throws {
