@@ -133,6 +133,7 @@ extension MeshInstance {
         guard let record = records[name], record.member.state != state else { return }
         let previous = record.member.state
         records[name]?.member.state = state
+        liveMemberCount += (state == .alive || state == .suspect ? 1 : 0) - (record.isLive ? 1 : 0)
         records[name]?.stateChangedAt = time.monotonic
         records[name]?.suspicionDeadline = nil
         output.append(.memberChanged(records[name]!.member, previous: previous))
@@ -164,6 +165,9 @@ extension MeshInstance {
         let member = Member(
             name: alive.name, epoch: alive.epoch, gossipAddress: alive.gossipAddress,
             clientAddress: alive.clientAddress, incarnation: alive.incarnation, state: .alive)
+        if records[alive.name]?.isLive != true {
+            liveMemberCount += 1
+        }
         records[alive.name] = MemberRecord(
             member: member, startedAt: alive.startedAt, stateChangedAt: time.monotonic, suspicionDeadline: nil)
         output.append(.memberChanged(member, previous: previous))
@@ -206,6 +210,9 @@ extension MeshInstance {
     mutating func leave(at time: MeshTime) {
         let previous = records[config.name]!.member.state
         records[config.name]?.member.state = .left
+        if previous == .alive || previous == .suspect {
+            liveMemberCount -= 1
+        }
         records[config.name]?.stateChangedAt = time.monotonic
         output.append(.memberChanged(records[config.name]!.member, previous: previous))
         let message = GossipMessage.left(name: config.name, epoch: epoch, incarnation: incarnation)

@@ -24,6 +24,9 @@ public struct MeshInstance: Sendable {
     var incarnation: Incarnation = 0
     /// Every known member by name, this node included.
     var records: [String: MemberRecord] = [:]
+    /// Alive and suspect members, this node included: the N of the protocol's formulas. Kept up
+    /// to date by every state change, because datagrams need it and counting is O(N).
+    var liveMemberCount = 1
     /// Runs whose member was forgotten after retention or replaced by a newer run, with the
     /// incarnation an alive message must exceed to bring them back (`.max` for replaced runs).
     var retiredRuns: [ReplicaID: Incarnation] = [:]
@@ -82,8 +85,7 @@ public struct MeshInstance: Sendable {
         timers.schedule(.gossipRound, at: now + settings.gossipIntervalMs)
         if settings.pushPullIntervalMs > 0 {
             timers.schedule(
-                .pushPullRound,
-                at: now + settings.pushPullIntervalMs + UInt64.random(in: 0..<settings.pushPullIntervalMs, using: &random))
+                .pushPullRound, at: now + UInt64.random(in: 1...settings.pushPullIntervalMs, using: &random))
         }
         timers.schedule(.reconnectRound, at: now + settings.reconnectIntervalMs)
 
@@ -208,11 +210,6 @@ public struct MeshInstance: Sendable {
 
     var localReplica: ReplicaID { ReplicaID(name: config.name, epoch: epoch) }
 
-    /// Alive and suspect members, this node included: the N of the protocol's formulas.
-    var liveMemberCount: Int {
-        records.values.reduce(0) { $0 + ($1.isLive ? 1 : 0) }
-    }
-
     /// `interval` scaled by Lifeguard local health.
     func scaledByHealth(_ interval: UInt64) -> UInt64 {
         interval * UInt64(localHealth + 1)
@@ -224,6 +221,9 @@ public struct MeshInstance: Sendable {
 
     /// Ends an event: returns its directives, then the wake-up for the earliest pending timer.
     mutating func finish() -> [Directive] {
+        assert(
+            liveMemberCount == records.values.filter(\.isLive).count,
+            "live member count \(liveMemberCount) is out of step with the member table")
         var result = output
         output = []
         if let earliest = timers.earliest {

@@ -42,6 +42,21 @@ private func isLeft(_ sent: TestNetwork.SentMessage) -> Bool {
     #expect(events.count == 1)
 }
 
+@Test func join_seedStartedLater_joinsByReconnect() {
+    let network = TestNetwork()
+    network.addNode("node-1", address: a, seeds: [])
+    network.addNode("node-2", address: b, seeds: [a])
+    network.crash(a)
+    network.start(b)
+    #expect(network.node(b).counters.pushPullsFailed == 1)
+    network.run(for: 1_000)
+    network.down.remove(a)
+    network.start(a)
+    let joined = network.run(atMost: 2_000) { $0.isConverged }
+    #expect(joined)
+    #expect(network.node(a).members.count == 2)
+}
+
 @Test func join_tenNodes_converge() {
     let network = TestNetwork.cluster(10, settle: 5_000)
     #expect(network.isConverged)
