@@ -227,7 +227,7 @@ struct PresenceCRDT: Sendable {
         statuses.keys.sorted().compactMap { statuses[$0] }
     }
 
-    /// The merged presence of `user`: offline with nil `lastSeen` when never seen.
+    /// Returns the merged presence of `user`: offline with nil `lastSeen` when never seen.
     func view(of user: UserID) -> UserPresenceState {
         // Every user with an entry or a status has a view, because each merge refreshes them.
         views[user] ?? UserPresenceState(userID: user, isOnline: false, lastSeen: nil, custom: nil)
