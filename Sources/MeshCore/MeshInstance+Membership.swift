@@ -21,7 +21,10 @@ extension MeshInstance {
         }
 
         if record.member.epoch != alive.epoch {
-            guard record.isOlderRun(than: alive.epoch, startedAt: alive.startedAt) else { return false }
+            // A later start replaces a live run. A run already dead or left gives way to any run not
+            // retired here, so a restart whose wall clock went backwards is not locked out.
+            let isNewer = record.isOlderRun(than: alive.epoch, startedAt: alive.startedAt)
+            guard isNewer || !record.isLive, retiredRuns[replica] == nil else { return false }
             replaceRun(of: record, with: alive, at: time)
             return true
         }

@@ -248,6 +248,17 @@ private func accusation(_ name: String, epoch: Epoch = 5, incarnation: Incarnati
     #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 6)
 }
 
+@Test func membership_deadRun_givesWayToEarlierStartedRun() {
+    var observer = Observer()
+    observer.receive([alive("x", epoch: 5, startedAt: 100, incarnation: 0)])
+    observer.receive([alive("x", epoch: 4, startedAt: 50, incarnation: 0)])
+    #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 5)
+    observer.receive([.dead(accusation("x", epoch: 5, incarnation: 0))])
+    observer.receive([alive("x", epoch: 4, startedAt: 50, incarnation: 0)])
+    #expect(observer.instance.members.first { $0.name == "x" }?.epoch == 4)
+    #expect(observer.state(of: "x") == .alive)
+}
+
 @Test func membership_newNameAtSameAddress_marksOldDead() {
     var observer = Observer()
     observer.receive([alive("x", incarnation: 1, address: "127.0.0.1:5")])

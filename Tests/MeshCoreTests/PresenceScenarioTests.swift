@@ -237,3 +237,33 @@ private func sendTargets(_ directives: [Directive]) -> Set<GossipAddress> {
     #expect(seen?.utf8.count == WireLimits.maxStatusTextBytes)
     #expect(seen == String(repeating: "é", count: 128))
 }
+
+@Test func presence_fanoutOne_reachesEveryNodeByRelaying() {
+    var settings = GossipSettings.local
+    settings.fanout = 1
+    let network = TestNetwork.cluster(6, settings: settings)
+    network.openSession("alice", on: a)
+    let reached = network.run(atMost: 2_000) { network in
+        (1...6).allSatisfy { network.isOnline("alice", on: TestNetwork.address($0)) }
+    }
+    #expect(reached)
+}
+
+@Test func presence_lossyNetwork_converges() {
+    let network = TestNetwork.cluster(5)
+    var random = SeededRandom(seed: 8)
+    network.dropDatagram = { _ in Int.random(in: 0..<10, using: &random) < 3 }
+    for index in 0..<30 {
+        network.openSession("user-\(index)", on: TestNetwork.address(index % 5 + 1))
+    }
+    for index in 0..<10 {
+        network.closeSession("user-\(index)", on: TestNetwork.address(index % 5 + 1))
+    }
+    network.run(for: 3_000)
+    network.dropDatagram = nil
+    let converged = network.run(atMost: 25_000) { network in
+        (1...5).allSatisfy { network.node(TestNetwork.address($0)).onlineUsers.count == 20 }
+    }
+    #expect(converged)
+    #expect(network.isConverged)
+}
