@@ -28,7 +28,7 @@ let chatListUsage = CommandSpec(
     ])
 
 /// Every command, in the order `presencectl help` lists them.
-let allCommands = ClusterCommand.subcommands + [watchUsage, chatListUsage]
+let allCommands = ClusterCommand.subcommands + [watchUsage, chatListUsage, DemoCommand.usage, BenchCommand.e2e]
 
 /// Builds the overview that `presencectl help` prints: each command's synopsis, summary and options.
 func overview() -> String {
@@ -84,6 +84,10 @@ case "watch":
     status = WatchCommand.run(Array(CommandLine.arguments.dropFirst(2)))
 case "chatlist":
     status = ChatListCommand.run(Array(CommandLine.arguments.dropFirst(2)))
+case "demo":
+    status = DemoCommand.run(Array(arguments.dropFirst()))
+case "bench":
+    status = BenchCommand.run(Array(arguments.dropFirst()))
 case let command?:
     printError("unknown command '\(command)'; run 'presencectl help' to list the commands")
     status = 2
