@@ -54,6 +54,8 @@ final class ClientSession {
     fileprivate var inbound: [UInt8] = []
     fileprivate var inboundOversize = false
     fileprivate var closeStatus: UInt16?
+    fileprivate var writeFailed = false
+    fileprivate weak var server: ClientServer?
     fileprivate(set) var isOpen = true
     /// Opened with `observe=true`: the session may watch and query but does not make its user online.
     let isObserver: Bool
@@ -70,9 +72,22 @@ final class ClientSession {
 
     var queuedFrames: Int { outbox.count - outboxHead }
 
-    /// Queues a frame; frames go out in the order they were queued.
+    /// Sends a frame, in the order frames were sent. When nothing is queued and lws holds no
+    /// unsent part of an earlier write, the frame is written at once, which saves arming write
+    /// interest and a poll round trip per delivery. Otherwise it waits in the queue for the next
+    /// writeable callback, which lws issues only after it has flushed a truncated write itself.
     func send(_ frame: OutgoingFrame) {
-        guard isOpen, closeStatus == nil else { return }
+        guard isOpen, closeStatus == nil, !writeFailed else { return }
+        let partiallyWritten = lws_partial_buffered(wsi) != 0
+        if partiallyWritten { server?.framesBehindPartialWrites += 1 }
+        if outboxHead == outbox.count, server?.isInCallback(for: wsi) == false, !partiallyWritten {
+            if lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT) < 0 {
+                // The connection is closing; lws reports it with LWS_CALLBACK_CLOSED.
+                writeFailed = true
+            }
+            server?.directWrites += 1
+            return
+        }
         outbox.append(frame)
         if outbox.count - outboxHead == 1 {
             lws_callback_on_writable(wsi)
@@ -135,6 +150,15 @@ final class ClientServer {
     /// Open sessions by ID.
     private(set) var sessions: [String: ClientSession] = [:]
     private(set) var port: UInt16 = 0
+    /// The connection whose lws callback is running, if any. A session is never written to
+    /// directly from inside its own callback, because lws may be mid-way through that connection's state.
+    private var callbackWSI: OpaquePointer?
+    /// Frames written straight from `send` instead of from a writeable callback.
+    fileprivate(set) var directWrites: UInt64 = 0
+    /// Frames that waited because lws still held part of an earlier write: a sign of slow readers.
+    fileprivate(set) var framesBehindPartialWrites: UInt64 = 0
+
+    func isInCallback(for wsi: OpaquePointer) -> Bool { callbackWSI == wsi }
 
     private final class HTTPExchange {
         let response: HTTPResponse
@@ -235,6 +259,9 @@ final class ClientServer {
             return lws_callback_http_dummy(wsi, reason, user, input, length)
         }
         let server = Unmanaged<ClientServer>.fromOpaque(raw).takeUnretainedValue()
+        let outer = server.callbackWSI
+        server.callbackWSI = wsi
+        defer { server.callbackWSI = outer }
         return server.handle(wsi, reason, user, input, length)
     }
 
@@ -278,6 +305,7 @@ final class ClientServer {
             let observe = query["observe"] == "true" || query["observe"] == "1"
             let session = ClientSession(
                 id: "\(sessionPrefix)-\(nextSessionNumber)", userID: userID, wsi: wsi, isObserver: observe)
+            session.server = self
             slot.pointee = Unmanaged.passRetained(session).toOpaque()
             sessions[session.id] = session
             delegate.sessionOpened(session)
@@ -344,7 +372,7 @@ final class ClientServer {
     private func write(_ session: ClientSession, _ wsi: OpaquePointer) -> Int32 {
         if let frame = session.popFrame() {
             let written = lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT)
-            if written < frame.count {
+            if written < 0 {
                 logger.debug("session write failed", [("session", session.id), ("user", session.userID)])
                 return -1
             }

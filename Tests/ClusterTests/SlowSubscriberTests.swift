@@ -1,0 +1,144 @@
+import Foundation
+import XCTest
+
+/// A minimal RFC 6455 client on a blocking POSIX socket with a tiny receive buffer, so the
+/// node's writes to it are truncated and the node must finish them in order.
+final class RawWebSocket {
+    let descriptor: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: UInt16, path: String, receiveBufferBytes: Int32) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var size = receiveBufferBytes
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw HarnessError(description: "connect to 127.0.0.1:\(port) failed: errno \(errno)") }
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        try writeAll(Array(request.utf8))
+        while true {
+            if let end = findHeaderEnd() {
+                let head = String(decoding: buffer[..<end], as: UTF8.self)
+                buffer.removeFirst(end + 4)
+                guard head.hasPrefix("HTTP/1.1 101") else { throw HarnessError(description: "upgrade failed: \(head)") }
+                return
+            }
+            try fill()
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    private func findHeaderEnd() -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        for index in 0...(buffer.count - 4) where buffer[index] == 13 && buffer[index + 1] == 10 && buffer[index + 2] == 13 && buffer[index + 3] == 10 {
+            return index
+        }
+        return nil
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let count = recv(descriptor, &chunk, chunk.count, 0)
+        guard count > 0 else { throw HarnessError(description: "connection closed or timed out while reading (\(count), errno \(errno))") }
+        buffer += chunk[..<count]
+    }
+
+    private func writeAll(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            guard written > 0 else { throw HarnessError(description: "write failed: errno \(errno)") }
+            offset += written
+        }
+    }
+
+    /// Sends one masked text frame, as RFC 6455 requires of clients.
+    func sendText(_ text: String) throws {
+        let payload = Array(text.utf8)
+        var frame: [UInt8] = [0x81]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        }
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        try writeAll(frame)
+    }
+
+    /// Reads the next text message (server frames are unmasked; control frames are skipped).
+    func readText() throws -> String {
+        while true {
+            while buffer.count < 2 { try fill() }
+            let opcode = buffer[0] & 0x0F
+            var length = Int(buffer[1] & 0x7F)
+            var header = 2
+            if length == 126 {
+                while buffer.count < 4 { try fill() }
+                length = Int(buffer[2]) << 8 | Int(buffer[3])
+                header = 4
+            } else if length == 127 {
+                while buffer.count < 10 { try fill() }
+                length = buffer[2..<10].reduce(0) { $0 << 8 | Int($1) }
+                header = 10
+            }
+            while buffer.count < header + length { try fill() }
+            let payload = Array(buffer[header..<(header + length)])
+            buffer.removeFirst(header + length)
+            if opcode == 0x1 { return String(decoding: payload, as: UTF8.self) }
+            if opcode == 0x8 { throw HarnessError(description: "server closed the connection") }
+        }
+    }
+}
+
+final class SlowSubscriberTests: XCTestCase {
+    func testSlowSubscriber_getsEveryEventInOrder() async throws {
+        let node = try NodeProcess.start(name: "node-1")
+        defer { node.stop() }
+        let subscriber = try RawWebSocket(port: node.clientPort, path: "/v1/ws?userId=slow&observe=true", receiveBufferBytes: 4096)
+        XCTAssertTrue(try subscriber.readText().contains("session.ready"))
+        try subscriber.sendText(#"{"type":"presence.subscribe","id":"s","payload":{"userIds":["talker"]}}"#)
+        XCTAssertTrue(try subscriber.readText().contains("presence.snapshot"))
+
+        // The talker sets its status many times while the subscriber reads nothing, so the node's
+        // socket buffer to the subscriber fills and writes to it are truncated.
+        let talker = try await TestClient.connect(node: node, user: "talker")
+        let count = 8_000
+        let padding = String(repeating: "x", count: 240)
+        for index in 0..<count {
+            talker.send(#"{"type":"presence.set","payload":{"status":"away","text":"\#(index) \#(padding)"}}"#)
+        }
+        try await Task.sleep(for: .seconds(1))
+
+        var texts: [String] = []
+        while texts.count < count {
+            let message = try subscriber.readText()
+            guard let object = try JSONSerialization.jsonObject(with: Data(message.utf8)) as? [String: Any],
+                let payload = object["payload"] as? [String: Any], let custom = payload["custom"] as? [String: Any],
+                let text = custom["text"] as? String
+            else { continue }
+            texts.append(String(text.prefix { $0 != " " }))
+        }
+        XCTAssertEqual(texts, (0..<count).map(String.init))
+        talker.close()
+
+        let (_, metrics) = try await node.get("/metrics")
+        let text = String(decoding: metrics, as: UTF8.self)
+        func value(_ name: String) -> Int {
+            let line = text.split(separator: "\n").first { $0.hasPrefix("\(name) ") }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        }
+        XCTAssertGreaterThan(value("presencemesh_frames_behind_partial_writes_total"), 0, "no write to the slow subscriber was truncated")
+        XCTAssertGreaterThan(value("presencemesh_frames_written_directly_total"), 0)
+    }
+}
