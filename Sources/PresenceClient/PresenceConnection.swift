@@ -95,8 +95,9 @@ public actor PresenceConnection {
 
     /// Builds the client endpoint of a node for a user in `auth.mode = "none"`.
     /// `node` is `ws://HOST:PORT` or `http://HOST:PORT`, optionally with the
-    /// `/v1/ws` path; `http` becomes `ws` and `https` becomes `wss`.
-    public static func endpoint(node: String, userId: String) throws -> URL {
+    /// `/v1/ws` path; `http` becomes `ws` and `https` becomes `wss`. With
+    /// `observe`, the session watches and queries without making the user online.
+    public static func endpoint(node: String, userId: String, observe: Bool = false) throws -> URL {
         if let problem = UserIDRules.validationError(userId) {
             throw PresenceClientError.invalidEndpoint("invalid user ID \"\(userId)\": \(problem)")
         }
@@ -118,6 +119,10 @@ public actor PresenceConnection {
         var query = components.queryItems ?? []
         query.removeAll { $0.name == "userId" }
         query.append(URLQueryItem(name: "userId", value: userId))
+        query.removeAll { $0.name == "observe" }
+        if observe {
+            query.append(URLQueryItem(name: "observe", value: "true"))
+        }
         components.queryItems = query
         guard let url = components.url else {
             throw PresenceClientError.invalidEndpoint("invalid node URL \"\(node)\"")

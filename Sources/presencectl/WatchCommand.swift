@@ -13,7 +13,7 @@ enum WatchCommand {
         options: [
             OptionSpec("--node", value: "URL", help: "client URL of the node, such as ws://127.0.0.1:7101"),
             OptionSpec("--user", value: "ID", help: "user whose presence to print; repeat it for more users"),
-            OptionSpec("--as", value: "ID", help: "user ID this watcher connects as (default presencectl-watch)"),
+            OptionSpec("--as", value: "ID", help: "user ID this watcher connects as, as an observer that never shows online (default presencectl-watch)"),
             OptionSpec("--for", value: "SECONDS", help: "exit after this many seconds (default: run until Ctrl-C)"),
         ])
 
@@ -49,7 +49,7 @@ enum WatchCommand {
             }
             users = try LiveSession.validUserIDs(parsed.allValues("--user"), option: "--user")
             let watcher = parsed.value("--as") ?? "presencectl-watch"
-            endpoint = try LiveSession.endpoint(node: node, userId: watcher, option: "--as")
+            endpoint = try LiveSession.endpoint(node: node, userId: watcher, option: "--as", observe: true)
             duration = try parsed.seconds("--for", maximum: 86_400)
         }
     }
@@ -171,12 +171,12 @@ enum LiveSession {
     }
 
     /// Builds the client endpoint; throws `UsageError` for an invalid node URL or user ID.
-    static func endpoint(node: String, userId: String, option: String) throws -> URL {
+    static func endpoint(node: String, userId: String, option: String, observe: Bool = false) throws -> URL {
         if let problem = UserIDRules.validationError(userId) {
             throw UsageError("invalid user ID '\(userId)' for \(option): \(problem)")
         }
         do {
-            return try PresenceConnection.endpoint(node: node, userId: userId)
+            return try PresenceConnection.endpoint(node: node, userId: userId, observe: observe)
         } catch {
             throw UsageError("invalid value '\(node)' for --node: expected a URL such as ws://127.0.0.1:7101")
         }
