@@ -87,7 +87,7 @@ enum ClientRequestDecoder {
             return .failure(RequestError(code: "invalid_payload", message: "payload.userIds must be an array of user IDs or \"*\""))
         }
         guard list.count <= maxUsers else {
-            return .failure(RequestError(code: "too_many_users", message: "payload.userIds holds \(list.count) IDs; the limit is \(maxUsers)"))
+            return .failure(RequestError(code: "too_many_users", message: "payload.userIds contains \(list.count) IDs; the maximum is \(maxUsers)"))
         }
         var ids: [String] = []
         ids.reserveCapacity(list.count)

@@ -123,13 +123,13 @@ final class ClientSession {
 
 /// Receives what happens on the client port.
 protocol ClientServerDelegate: AnyObject {
-    /// Answers a plain HTTP GET.
+    /// Returns the response to a plain HTTP GET.
     func respond(path: String, query: [String: String]) -> HTTPResponse
     /// Decides whether a WebSocket upgrade may proceed; returns the user ID it authenticates.
     func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<String, UpgradeRejection>
     func sessionOpened(_ session: ClientSession)
     func sessionReceived(_ session: ClientSession, message: [UInt8])
-    /// The message was longer than the limit or binary; it was discarded.
+    /// Reports a client message that was discarded because it was binary or over the size limit.
     func sessionRejectedMessage(_ session: ClientSession, reason: String)
     func sessionClosed(_ session: ClientSession)
 }
@@ -339,8 +339,8 @@ final class ClientServer {
         return Unmanaged<ClientSession>.fromOpaque(raw).takeUnretainedValue()
     }
 
-    /// Joins the pieces of one client message; lws hands a message over in several calls when it
-    /// is longer than the receive buffer or sent in fragments.
+    /// Joins the pieces of one client message. lws hands a message over in several calls when it
+    /// is longer than the receive buffer or was sent in fragments.
     private func gather(_ session: ClientSession, _ wsi: OpaquePointer, _ input: UnsafeMutableRawPointer?, _ length: Int) {
         if lws_frame_is_binary(wsi) != 0 {
             session.inboundOversize = true
@@ -383,7 +383,7 @@ final class ClientServer {
         return 0
     }
 
-    /// Answers a rejected upgrade with a JSON error body. Returning 1 tells lws the response was sent.
+    /// Sends the HTTP error response to a rejected upgrade. Returning 1 tells lws the response was sent.
     private func rejectUpgrade(_ wsi: OpaquePointer, _ rejection: UpgradeRejection) -> Int32 {
         let code: String
         switch rejection.status {
@@ -393,8 +393,8 @@ final class ClientServer {
         default: code = "unavailable"
         }
         let body = "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quote(rejection.message))}}\n"
-        // lws would label this response HTTP/1.0 because the request never reached its HTTP
-        // handling, and strict WebSocket clients reject an HTTP/1.0 reply; so the status line is ours.
+        // lws 4.1 labels this response HTTP/1.0 because the request never reached its HTTP
+        // handling. Strict WebSocket clients reject an HTTP/1.0 reply, so the status line is written here.
         let reasons: [UInt32: String] = [400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"]
         let response = Array(
             ("HTTP/1.1 \(rejection.status) \(reasons[rejection.status] ?? "Error")\r\ncontent-type: application/json\r\n"

@@ -38,7 +38,7 @@ extension PresenceNode {
         }
         let ids = parameter.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard ids.count <= config.limits.maxUsersPerRequest else {
-            return httpError(400, code: "too_many_users", message: "userIds holds \(ids.count) IDs; the limit is \(config.limits.maxUsersPerRequest)")
+            return httpError(400, code: "too_many_users", message: "userIds contains \(ids.count) IDs; the maximum is \(config.limits.maxUsersPerRequest)")
         }
         for id in ids {
             if let problem = UserIDRules.validationError(id) {
@@ -80,7 +80,7 @@ extension PresenceNode {
         metric("sessions_opened_total", "counter", "WebSocket sessions opened.", [("", stats.sessionsOpened)])
         metric("sessions_closed_total", "counter", "WebSocket sessions closed.", [("", stats.sessionsClosed)])
         metric("client_messages_total", "counter", "Client messages received.", [("", stats.messagesReceived)])
-        metric("client_errors_total", "counter", "Client messages answered with an error event.", [("", stats.requestErrors)])
+        metric("client_errors_total", "counter", "Client messages rejected with an error event.", [("", stats.requestErrors)])
         metric("presence_events_total", "counter", "Presence changes fanned out to subscribers.", [("", stats.presenceEvents)])
         metric("frames_queued_total", "counter", "Event frames sent to sessions.", [("", stats.framesQueued)])
         metric("frames_written_directly_total", "counter", "Frames written at once instead of from a writeable callback.", [("", clientServer.directWrites)])

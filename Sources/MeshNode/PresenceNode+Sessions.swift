@@ -13,7 +13,7 @@ extension PresenceNode: ClientServerDelegate {
             return .failure(UpgradeRejection(status: 404, message: "WebSocket endpoint is /v1/ws, not \(route)"))
         }
         guard clientServer.sessions.count < config.limits.maxSessions else {
-            return .failure(UpgradeRejection(status: 503, message: "node holds its maximum of \(config.limits.maxSessions) sessions"))
+            return .failure(UpgradeRejection(status: 503, message: "node already has its maximum of \(config.limits.maxSessions) sessions (limits.maxSessions); try another node"))
         }
         let userID: String
         switch config.auth.mode {
@@ -131,8 +131,8 @@ extension PresenceNode: ClientServerDelegate {
         }
     }
 
-    /// Presence as this node's clients have been told it: a user whose offline event is still
-    /// waiting out the grace period is reported online, like the last event they received.
+    /// Returns presence as this node last published it. A user whose offline event is still
+    /// waiting out the grace period is reported online, matching the last event clients received.
     func publishedPresence(_ user: UserID) -> UserPresenceState {
         if let pending = pendingOffline[user] {
             var state = pending.state
@@ -143,7 +143,7 @@ extension PresenceNode: ClientServerDelegate {
         return instance.presence(of: user)
     }
 
-    /// Every user online in the published view, capped at `limits.maxSnapshotUsers`, sorted by ID.
+    /// Returns every user online in the published view, sorted by ID and capped at `limits.maxSnapshotUsers`.
     func allOnlineUsers() -> [UserPresenceState] {
         var ids = Set(instance.onlineUsers)
         ids.formUnion(pendingOffline.keys)
