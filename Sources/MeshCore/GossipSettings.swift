@@ -11,10 +11,23 @@ public struct GossipSettings: Sendable, Equatable {
     /// Members asked to ping a target on our behalf (`ping-req`) when a direct ping fails.
     /// More members tolerate more lossy paths at the cost of extra packets.
     public var indirectChecks: Int
-    /// Suspicion timeout multiplier. A suspect is declared dead after
-    /// `suspicionMult · max(1, log10(N)) · probeIntervalMs`. Higher tolerates slower nodes and
-    /// delays true detection.
+    /// Suspicion timeout multiplier. The minimum suspicion timeout is
+    /// `suspicionMult · max(1, log10(N)) · probeIntervalMs` for N live members: a suspect is
+    /// declared dead no sooner than that after its suspicion started. Higher tolerates slower
+    /// nodes and delays true detection.
     public var suspicionMult: Int
+    /// Maximum suspicion timeout as a multiple of the minimum. A suspicion starts at the
+    /// maximum, `suspicionMaxTimeoutMult · min`, and shrinks towards the minimum as other
+    /// members confirm it (Lifeguard's dynamic suspicion): `max(min, max − (max − min) ·
+    /// log(c + 1) / log(k + 1))` after c confirmations, with k = `suspicionConfirmations`.
+    /// Higher protects a member that only one node with a bad link suspects, and delays the
+    /// verdict when nobody confirms. Default 6 in every preset; 1 makes the timeout fixed.
+    public var suspicionMaxTimeoutMult: Int
+    /// Independent confirmations (suspect messages from other members) after which the suspicion
+    /// timeout reaches its minimum; capped at N − 2 for N live members, because only members
+    /// other than the accuser and the suspect can confirm. Higher needs more agreement before the
+    /// fastest verdict. Default 3, the number of indirect probes, in every preset.
+    public var suspicionConfirmations: Int
     /// Retransmit multiplier: each gossip item is sent `retransmitMult · ceil(log10(N + 1))`
     /// times. Higher makes delivery more certain under loss and adds traffic.
     public var retransmitMult: Int
@@ -23,10 +36,16 @@ public struct GossipSettings: Sendable, Equatable {
     /// Members that each gossip round, and each local presence change, is sent to at once.
     public var fanout: Int
     /// Time between full state exchanges (push-pull over TCP) with one random member.
-    /// Zero turns periodic push-pull off; joins still use it.
+    /// Above 32 live members it is stretched to `pushPullIntervalMs · (ceil(log2(N) − 5) + 1)`,
+    /// because each exchange carries the whole member table (with 10,000 members the lan
+    /// preset's 30 s becomes 300 s). Lower repairs lost gossip sooner at the cost of bandwidth.
+    /// Zero turns periodic push-pull off; joins and reconnects still use it.
     public var pushPullIntervalMs: UInt64
     /// Time between attempts to reach seeds and recently dead members, so that a partitioned
-    /// cluster heals by itself.
+    /// cluster heals by itself: each round push-pulls one random seed that is not known alive or
+    /// one random dead member within `deadMemberRetentionMs`. Two halves of a healed partition
+    /// merge within about one round. Lower heals sooner and sends more push-pulls into a
+    /// partition that is still there.
     public var reconnectIntervalMs: UInt64
     /// How long a dead or left member is remembered (and retried) before it is forgotten.
     public var deadMemberRetentionMs: UInt64
@@ -36,7 +55,8 @@ public struct GossipSettings: Sendable, Equatable {
     public init(
         probeIntervalMs: UInt64, probeTimeoutMs: UInt64, indirectChecks: Int, suspicionMult: Int,
         retransmitMult: Int, gossipIntervalMs: UInt64, fanout: Int, pushPullIntervalMs: UInt64,
-        reconnectIntervalMs: UInt64, deadMemberRetentionMs: UInt64, maxPacketBytes: Int
+        reconnectIntervalMs: UInt64, deadMemberRetentionMs: UInt64, maxPacketBytes: Int,
+        suspicionMaxTimeoutMult: Int = 6, suspicionConfirmations: Int = 3
     ) {
         self.probeIntervalMs = probeIntervalMs
         self.probeTimeoutMs = probeTimeoutMs
@@ -49,25 +69,30 @@ public struct GossipSettings: Sendable, Equatable {
         self.reconnectIntervalMs = reconnectIntervalMs
         self.deadMemberRetentionMs = deadMemberRetentionMs
         self.maxPacketBytes = maxPacketBytes
+        self.suspicionMaxTimeoutMult = suspicionMaxTimeoutMult
+        self.suspicionConfirmations = suspicionConfirmations
     }
 
     /// Defaults for one data center: detects a crash in about 2.5 s in a small cluster.
     public static let lan = GossipSettings(
         probeIntervalMs: 500, probeTimeoutMs: 200, indirectChecks: 3, suspicionMult: 3,
         retransmitMult: 4, gossipIntervalMs: 200, fanout: 3, pushPullIntervalMs: 30_000,
-        reconnectIntervalMs: 1_000, deadMemberRetentionMs: 300_000, maxPacketBytes: 1400)
+        reconnectIntervalMs: 1_000, deadMemberRetentionMs: 300_000, maxPacketBytes: 1400,
+        suspicionMaxTimeoutMult: 6, suspicionConfirmations: 3)
 
     /// Across regions: longer timeouts for round trips of hundreds of milliseconds.
     public static let wan = GossipSettings(
         probeIntervalMs: 5_000, probeTimeoutMs: 3_000, indirectChecks: 3, suspicionMult: 6,
         retransmitMult: 4, gossipIntervalMs: 500, fanout: 4, pushPullIntervalMs: 60_000,
-        reconnectIntervalMs: 5_000, deadMemberRetentionMs: 600_000, maxPacketBytes: 1400)
+        reconnectIntervalMs: 5_000, deadMemberRetentionMs: 600_000, maxPacketBytes: 1400,
+        suspicionMaxTimeoutMult: 6, suspicionConfirmations: 3)
 
     /// One machine (loopback): short timeouts for tests and local clusters.
     public static let local = GossipSettings(
         probeIntervalMs: 200, probeTimeoutMs: 100, indirectChecks: 3, suspicionMult: 3,
         retransmitMult: 3, gossipIntervalMs: 100, fanout: 3, pushPullIntervalMs: 10_000,
-        reconnectIntervalMs: 500, deadMemberRetentionMs: 60_000, maxPacketBytes: 1400)
+        reconnectIntervalMs: 500, deadMemberRetentionMs: 60_000, maxPacketBytes: 1400,
+        suspicionMaxTimeoutMult: 6, suspicionConfirmations: 3)
 
     /// Problems with the settings taken as a whole, each naming its field; empty when valid.
     public func validate() -> [String] {
@@ -81,6 +106,12 @@ public struct GossipSettings: Sendable, Equatable {
             problems.append("gossip.indirectChecks must be 0 to 16, got \(indirectChecks)")
         }
         if suspicionMult < 1 { problems.append("gossip.suspicionMult must be at least 1, got \(suspicionMult)") }
+        if suspicionMaxTimeoutMult < 1 || suspicionMaxTimeoutMult > 100 {
+            problems.append("gossip.suspicionMaxTimeoutMult must be 1 to 100, got \(suspicionMaxTimeoutMult)")
+        }
+        if suspicionConfirmations < 0 || suspicionConfirmations > 64 {
+            problems.append("gossip.suspicionConfirmations must be 0 to 64, got \(suspicionConfirmations)")
+        }
         if retransmitMult < 1 { problems.append("gossip.retransmitMult must be at least 1, got \(retransmitMult)") }
         if gossipIntervalMs == 0 { problems.append("gossip.gossipIntervalMs must be above 0") }
         if fanout < 1 { problems.append("gossip.fanout must be at least 1, got \(fanout)") }

@@ -6,8 +6,6 @@ struct MemberRecord: Sendable {
     /// Monotonic milliseconds of the last state change; dead and left members are forgotten
     /// `deadMemberRetentionMs` after it.
     var stateChangedAt: UInt64
-    /// Monotonic deadline at which a suspect is declared dead; nil unless suspect.
-    var suspicionDeadline: UInt64?
 
     var isLive: Bool { member.state == .alive || member.state == .suspect }
 
@@ -80,4 +78,140 @@ func log10(_ x: Double) -> Double {
         bit /= 2
     }
     return log2 / 3.321_928_094_887_362_4
+}
+
+/// The member table of one instance, by name.
+///
+/// An instance started from a `MemberDirectory` shares the directory's table with every other
+/// instance started from it (copy-on-write), and keeps its own changes in `changed` on top of
+/// it. That lets a simulator run thousands of instances that each know thousands of members
+/// without a copy of the whole table per instance. An instance that joined by itself keeps
+/// everything in `changed`.
+struct MemberTable: Sendable {
+    private var shared: [String: MemberRecord]
+    /// Names of `shared` removed by this instance.
+    private var removed: Set<String> = []
+    private var changed: [String: MemberRecord] = [:]
+    /// Names of dead and left members: the candidates of reconnect rounds.
+    private(set) var nonLiveNames: Set<String>
+    private(set) var count: Int
+
+    init() {
+        shared = [:]
+        nonLiveNames = []
+        count = 0
+    }
+
+    init(directory: MemberDirectory) {
+        shared = directory.records
+        nonLiveNames = directory.nonLiveNames
+        count = directory.records.count
+    }
+
+    subscript(name: String) -> MemberRecord? {
+        get {
+            if let record = changed[name] { return record }
+            if shared.isEmpty || removed.contains(name) { return nil }
+            return shared[name]
+        }
+        set {
+            let old = self[name]
+            if let newValue {
+                changed[name] = newValue
+                if !shared.isEmpty { removed.remove(name) }
+                if newValue.isLive {
+                    nonLiveNames.remove(name)
+                } else {
+                    nonLiveNames.insert(name)
+                }
+            } else {
+                changed[name] = nil
+                if shared[name] != nil { removed.insert(name) }
+                nonLiveNames.remove(name)
+            }
+            count += (newValue == nil ? 0 : 1) - (old == nil ? 0 : 1)
+        }
+    }
+
+    /// Every record, in no particular order. O(N): for rare events and whole-table payloads.
+    var records: [MemberRecord] {
+        var result = Array(changed.values)
+        result.reserveCapacity(count)
+        for (name, record) in shared where changed[name] == nil && !removed.contains(name) {
+            result.append(record)
+        }
+        return result
+    }
+
+    /// Every name, sorted. O(N log N).
+    var sortedNames: [String] {
+        records.map(\.member.name).sorted()
+    }
+}
+
+/// A member table that many instances can start from at once, as if each had already joined
+/// the cluster it describes. Instances share its storage until they change a member, so a
+/// simulator can start thousands of nodes that each know thousands of members.
+public struct MemberDirectory: Sendable {
+    let records: [String: MemberRecord]
+    let nonLiveNames: Set<String>
+    let liveCount: Int
+    /// Names sorted, so that each instance shuffles them into its probe order deterministically.
+    let sortedNames: [String]
+
+    /// `members` lists each member with the wall-clock milliseconds its run started at. Names
+    /// must be unique.
+    public init(members: [(member: Member, startedAt: Int64)]) {
+        var records: [String: MemberRecord] = [:]
+        records.reserveCapacity(members.count)
+        var nonLive: Set<String> = []
+        var live = 0
+        for (member, startedAt) in members {
+            precondition(records[member.name] == nil, "member directory lists \(member.name) twice")
+            let record = MemberRecord(member: member, startedAt: startedAt, stateChangedAt: 0)
+            records[member.name] = record
+            if record.isLive { live += 1 } else { nonLive.insert(member.name) }
+        }
+        self.records = records
+        self.nonLiveNames = nonLive
+        self.liveCount = live
+        self.sortedNames = records.keys.sorted()
+    }
+
+    /// Members listed.
+    public var count: Int { records.count }
+}
+
+/// The Lifeguard state of one suspicion: when it started and who confirmed it.
+struct Suspicion: Sendable {
+    var startedAt: UInt64
+    /// Every node whose suspect message about the member reached this one, this node included
+    /// when it raised the suspicion. All but the first are independent confirmations.
+    var accusers: Set<String> = []
+    /// Confirmations after which the timeout reaches its minimum.
+    var expectedConfirmations: Int
+    var minTimeoutMs: UInt64
+    var maxTimeoutMs: UInt64
+
+    /// Monotonic instant at which the suspect is declared dead, given the confirmations so far.
+    var deadline: UInt64 {
+        startedAt + dynamicSuspicionTimeout(
+            confirmations: max(0, accusers.count - 1), expectedConfirmations: expectedConfirmations,
+            minTimeoutMs: minTimeoutMs, maxTimeoutMs: maxTimeoutMs)
+    }
+}
+
+/// Lifeguard's dynamic suspicion timeout: `maxTimeoutMs` with no confirmation, falling with the
+/// logarithm of the confirmations to `minTimeoutMs` at `expectedConfirmations`:
+/// `max(min, max − (max − min) · log(c + 1) / log(k + 1))`. With `k` = 0 it is `minTimeoutMs`.
+/// Many independent suspicions mean the member is very likely down, so it is declared dead
+/// sooner, while a lone suspicion, maybe from a node with a bad link, waits the longest.
+func dynamicSuspicionTimeout(
+    confirmations: Int, expectedConfirmations: Int, minTimeoutMs: UInt64, maxTimeoutMs: UInt64
+) -> UInt64 {
+    guard expectedConfirmations > 0, maxTimeoutMs > minTimeoutMs else { return minTimeoutMs }
+    let fraction = log10(Double(confirmations + 1)) / log10(Double(expectedConfirmations + 1))
+    let span = Double(maxTimeoutMs - minTimeoutMs)
+    let timeout = Double(maxTimeoutMs) - span * fraction
+    return max(minTimeoutMs, UInt64(max(0, timeout).rounded(.down)))
 }

@@ -30,7 +30,7 @@ extension MeshInstance {
     /// Sends queued items to `fanout` random live members, one datagram each.
     mutating func sendGossip(fanout: Int) {
         guard !hasLeft, !broadcasts.isEmpty else { return }
-        for target in random.sample(fanout, from: liveMembers()) {
+        for target in sampleLiveMembers(fanout) {
             guard !broadcasts.isEmpty else { break }
             sendDatagram(leading: [], to: target.gossipAddress)
         }
@@ -55,7 +55,7 @@ extension MeshInstance {
     func pushPullPayload(kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64]) -> PushPullPayload {
         PushPullPayload(
             kind: kind, senderName: config.name, senderEpoch: epoch,
-            members: records.keys.sorted().compactMap { records[$0]?.snapshot },
+            members: records.records.sorted { $0.member.name < $1.member.name }.map(\.snapshot),
             clocks: presenceState.contiguousClocks,
             entries: presenceState.deltas(newerThan: peerClocks),
             statuses: presenceState.allStatuses)
@@ -98,23 +98,66 @@ extension MeshInstance {
 
     /// Push-pull with one random alive member, for anti-entropy.
     mutating func runPushPullRound(at time: MeshTime) {
-        if !hasLeft, let target = random.sample(1, from: liveMembers().filter { $0.state == .alive }).first {
+        if !hasLeft, let target = sampleLiveMembers(1, aliveOnly: true).first {
             startPushPull(to: target.gossipAddress)
         }
-        timers.schedule(.pushPullRound, at: time.monotonic + config.gossip.pushPullIntervalMs)
+        timers.schedule(.pushPullRound, at: time.monotonic + pushPullInterval())
+    }
+
+    /// `pushPullIntervalMs` stretched for large clusters, because every push-pull carries the
+    /// whole member table: `pushPullIntervalMs · (ceil(log2(N) − log2(32)) + 1)` above 32 live
+    /// members, so the state sync traffic of a node grows with log N instead of N.
+    func pushPullInterval() -> UInt64 {
+        pushPullScaledInterval(config.gossip.pushPullIntervalMs, memberCount: liveMemberCount)
     }
 
     /// Push-pull with one seed that is not a known alive member, or one dead member within
     /// retention, so that a partition heals without an operator.
     mutating func runReconnectRound(at time: MeshTime) {
-        let aliveAddresses = Set(records.values.filter { $0.member.state == .alive }.map(\.member.gossipAddress))
-        var candidates = Set(config.seeds.filter { $0 != config.gossipAddress && !aliveAddresses.contains($0) })
-        for record in records.values where record.member.state == .dead {
-            candidates.insert(record.member.gossipAddress)
+        var candidates = Set(config.seeds.filter { $0 != config.gossipAddress && !isAliveSeed($0) })
+        for name in records.nonLiveNames {
+            if let record = records[name], record.member.state == .dead {
+                candidates.insert(record.member.gossipAddress)
+            }
         }
         if !hasLeft, let target = random.sample(1, from: candidates.sorted()).first {
             startPushPull(to: target)
         }
         timers.schedule(.reconnectRound, at: time.monotonic + config.gossip.reconnectIntervalMs)
     }
+}
+
+extension MeshInstance {
+    /// Whether an alive member is known at seed address `address`. The first check of each
+    /// seed scans the table; the answer is cached per seed with the member's name, and checked
+    /// again against that member on each later call.
+    mutating func isAliveSeed(_ address: GossipAddress) -> Bool {
+        if let name = seedOwners[address], let record = records[name], record.member.state == .alive,
+            record.member.gossipAddress == address
+        {
+            return true
+        }
+        seedOwners[address] = nil
+        guard seedScanCountdown[address, default: 0] == 0 else {
+            seedScanCountdown[address]! -= 1
+            return false
+        }
+        let owner = records.records.first { $0.member.state == .alive && $0.member.gossipAddress == address }
+        if let owner {
+            seedOwners[address] = owner.member.name
+            return true
+        }
+        // Scanning a table of thousands of members every round costs more than the round; an
+        // unknown seed is looked up again only every tenth round.
+        seedScanCountdown[address] = 9
+        return false
+    }
+}
+
+/// `interval` · (ceil(log2(N) − log2(32)) + 1) for N above 32, else `interval`.
+func pushPullScaledInterval(_ interval: UInt64, memberCount: Int) -> UInt64 {
+    guard memberCount > 32, interval > 0 else { return interval }
+    // ceil(log2(N)) − 5 via the bit length of N − 1, which is exact for integers.
+    let ceilLog2 = UInt64.bitWidth - UInt64(memberCount - 1).leadingZeroBitCount
+    return interval * UInt64(ceilLog2 - 5 + 1)
 }

@@ -45,18 +45,37 @@ extension MeshInstance {
     }
 
     /// Applies a suspect claim. A claim about this node is refuted, and a new suspicion is also
-    /// sent straight to the suspect (Lifeguard buddy system) so it can refute at once.
+    /// sent straight to the suspect (Lifeguard buddy system) so it can refute at once. A claim
+    /// by a new accuser about a member already suspected here is an independent confirmation:
+    /// it shortens the suspicion timeout (Lifeguard) and is gossiped on, so that other nodes
+    /// count it too.
     mutating func applySuspect(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
         if accusation.name == config.name {
             if accusation.epoch == epoch { refute(accusedIncarnation: accusation.incarnation) }
             return false
         }
         guard let record = records[accusation.name], record.member.epoch == accusation.epoch,
-            record.member.state == .alive, accusation.incarnation >= record.member.incarnation
+            record.isLive, accusation.incarnation >= record.member.incarnation
         else { return false }
+        if record.member.state == .suspect {
+            records[accusation.name]?.member.incarnation = accusation.incarnation
+            return confirmSuspicion(of: accusation.name, by: accusation.accuser)
+        }
         records[accusation.name]?.member.incarnation = accusation.incarnation
         setState(of: accusation.name, to: .suspect, at: time)
+        suspicions[accusation.name]?.accusers.insert(accusation.accuser)
         sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
+        return true
+    }
+
+    /// Counts `accuser`'s suspicion of `name` and brings its deadline forward. Returns whether the
+    /// accuser was new. This node's own failed probe of a suspect counts like any other accuser.
+    private mutating func confirmSuspicion(of name: String, by accuser: String) -> Bool {
+        guard accuser != name, var suspicion = suspicions[name],
+            suspicion.accusers.insert(accuser).inserted
+        else { return false }
+        suspicions[name] = suspicion
+        timers.schedule(.suspicionTimeout(name: name), at: suspicion.deadline)
         return true
     }
 
@@ -100,20 +119,28 @@ extension MeshInstance {
         enqueueAlive(of: config.name)
     }
 
-    /// Suspects `name` after its probe failed, and gossips the suspicion to the cluster and the suspect.
+    /// Suspects `name` after its probe failed, and gossips the suspicion to the cluster and the
+    /// suspect. When `name` is suspected already, the failed probe confirms that suspicion.
     mutating func raiseSuspicion(of name: String, at time: MeshTime) {
-        guard let record = records[name], record.member.state == .alive else { return }
-        counters.suspicionsRaised += 1
+        guard let record = records[name], record.isLive else { return }
         let accusation = MemberAccusation(
             name: name, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
+        if record.member.state == .suspect {
+            if confirmSuspicion(of: name, by: config.name) {
+                enqueueMembership(.suspect(accusation), about: name)
+            }
+            return
+        }
+        counters.suspicionsRaised += 1
         setState(of: name, to: .suspect, at: time)
+        suspicions[name]?.accusers.insert(config.name)
         enqueueMembership(.suspect(accusation), about: name)
         sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
     }
 
     mutating func expireSuspicion(of name: String, at time: MeshTime) {
         guard let record = records[name], record.member.state == .suspect,
-            let deadline = record.suspicionDeadline, deadline <= time.monotonic
+            let deadline = suspicions[name]?.deadline, deadline <= time.monotonic
         else { return }
         counters.membersDeclaredDead += 1
         setState(of: name, to: .dead, at: time)
@@ -138,7 +165,7 @@ extension MeshInstance {
         records[name]?.member.state = state
         liveMemberCount += (state == .alive || state == .suspect ? 1 : 0) - (record.isLive ? 1 : 0)
         records[name]?.stateChangedAt = time.monotonic
-        records[name]?.suspicionDeadline = nil
+        suspicions[name] = nil
         output.append(.memberChanged(records[name]!.member, previous: previous))
 
         switch state {
@@ -150,14 +177,17 @@ extension MeshInstance {
                 if !hasLeft { startPushPull(to: record.member.gossipAddress) }
             }
         case .suspect:
-            // NOTE: the timeout is fixed at suspicion time. Lifeguard's dynamic timeout, which starts
-            // longer and shrinks with each independent confirmation, is not implemented.
-            let timeout = suspicionTimeout(
-                multiplier: config.gossip.suspicionMult, memberCount: liveMemberCount,
-                probeIntervalMs: config.gossip.probeIntervalMs)
-            let deadline = time.monotonic + timeout
-            records[name]?.suspicionDeadline = deadline
-            timers.schedule(.suspicionTimeout(name: name), at: deadline)
+            let settings = config.gossip
+            let minTimeout = suspicionTimeout(
+                multiplier: settings.suspicionMult, memberCount: liveMemberCount,
+                probeIntervalMs: settings.probeIntervalMs)
+            // Only members other than this node and the suspect can confirm.
+            let confirmers = max(0, min(settings.suspicionConfirmations, liveMemberCount - 2))
+            let suspicion = Suspicion(
+                startedAt: time.monotonic, expectedConfirmations: confirmers, minTimeoutMs: minTimeout,
+                maxTimeoutMs: minTimeout * UInt64(settings.suspicionMaxTimeoutMult))
+            suspicions[name] = suspicion
+            timers.schedule(.suspicionTimeout(name: name), at: suspicion.deadline)
         case .dead, .left:
             dropPresence(of: record.replica, at: time)
             timers.schedule(.forgetMember(name: name), at: time.monotonic + config.gossip.deadMemberRetentionMs)
@@ -172,7 +202,7 @@ extension MeshInstance {
             liveMemberCount += 1
         }
         records[alive.name] = MemberRecord(
-            member: member, startedAt: alive.startedAt, stateChangedAt: time.monotonic, suspicionDeadline: nil)
+            member: member, startedAt: alive.startedAt, stateChangedAt: time.monotonic)
         output.append(.memberChanged(member, previous: previous))
         insertIntoProbeOrder(alive.name)
         evictAddressConflicts(keeping: alive.name, address: alive.gossipAddress, at: time)
@@ -196,7 +226,7 @@ extension MeshInstance {
     /// Marks dead every other live member at `address`: an address has one live member at most,
     /// and the newest claim to it wins.
     private mutating func evictAddressConflicts(keeping name: String, address: GossipAddress, at time: MeshTime) {
-        let conflicting = records.values.filter {
+        let conflicting = records.records.filter {
             $0.member.name != name && $0.member.name != config.name && $0.isLive && $0.member.gossipAddress == address
         }.map(\.member.name).sorted()
         for other in conflicting {
@@ -220,7 +250,7 @@ extension MeshInstance {
         output.append(.memberChanged(records[config.name]!.member, previous: previous))
         let message = GossipMessage.left(name: config.name, epoch: epoch, incarnation: incarnation)
         enqueueMembership(message, about: config.name)
-        let peers = records.values.filter { $0.member.name != config.name && $0.isLive }
+        let peers = records.records.filter { $0.member.name != config.name && $0.isLive }
             .map(\.member.gossipAddress).sorted()
         for address in peers {
             sendDatagram(leading: [message], to: address)

@@ -46,9 +46,7 @@ extension MeshInstance {
     /// no ack in time.
     mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
         guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
-        let relays = random.sample(
-            config.gossip.indirectChecks,
-            from: liveMembers(excluding: [attempt.target]).filter { $0.state == .alive })
+        let relays = sampleLiveMembers(config.gossip.indirectChecks, excluding: attempt.target, aliveOnly: true)
         attempt.expectedNacks = relays.count
         probe = attempt
         let request = GossipMessage.pingRequest(
@@ -126,7 +124,7 @@ extension MeshInstance {
                     return record.member
                 }
             }
-            let candidates = records.values.filter { $0.isLive && $0.member.name != config.name }
+            let candidates = records.records.filter { $0.isLive && $0.member.name != config.name }
                 .map(\.member.name).sorted()
             probeOrder = candidates.shuffled(using: &random)
             probeIndex = 0
@@ -143,9 +141,32 @@ extension MeshInstance {
         probeOrder.insert(name, at: position)
     }
 
-    /// Alive and suspect members other than this node and `excluded`, ordered by name.
-    func liveMembers(excluding excluded: Set<String> = []) -> [Member] {
-        records.values.filter { $0.isLive && $0.member.name != config.name && !excluded.contains($0.member.name) }
-            .map(\.member).sorted { $0.name < $1.name }
+    /// Up to `count` distinct live members other than this node and `excluded`, chosen at
+    /// random; only alive ones when `aliveOnly`.
+    ///
+    /// Every live member is in `probeOrder`, so in a large table random picks from it find
+    /// members in time proportional to `count`, not to N. Small tables, and large ones where
+    /// the picks keep missing (mostly dead members), are sampled exactly.
+    mutating func sampleLiveMembers(_ count: Int, excluding excluded: String? = nil, aliveOnly: Bool = false) -> [Member] {
+        guard count > 0 else { return [] }
+        func qualifies(_ record: MemberRecord) -> Bool {
+            record.member.name != config.name && record.member.name != excluded
+                && (aliveOnly ? record.member.state == .alive : record.isLive)
+        }
+        if probeOrder.count > 64 {
+            var chosen: [Member] = []
+            var chosenNames: Set<String> = []
+            var attempts = 0
+            while chosen.count < count && attempts < 8 * count + 16 {
+                attempts += 1
+                let name = probeOrder[Int.random(in: 0..<probeOrder.count, using: &random)]
+                guard !chosenNames.contains(name), let record = records[name], qualifies(record) else { continue }
+                chosenNames.insert(name)
+                chosen.append(record.member)
+            }
+            if chosen.count == count { return chosen }
+        }
+        let candidates = records.records.filter(qualifies).map(\.member).sorted { $0.name < $1.name }
+        return random.sample(count, from: candidates)
     }
 }

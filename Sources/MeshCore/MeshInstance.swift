@@ -23,10 +23,12 @@ public struct MeshInstance: Sendable {
     var hasLeft = false
     var incarnation: Incarnation = 0
     /// Every known member by name, this node included.
-    var records: [String: MemberRecord] = [:]
+    var records = MemberTable()
+    /// Lifeguard state of each member this node suspects.
+    var suspicions: [String: Suspicion] = [:]
     /// Alive and suspect members, this node included: the N of the protocol's formulas. Kept up
     /// to date by every state change, because datagrams need it and counting is O(N).
-    var liveMemberCount = 1
+    public internal(set) var liveMemberCount = 1
     /// Runs whose member was forgotten after retention or replaced by a newer run, with the
     /// incarnation an alive message must exceed to bring them back (`.max` for replaced runs).
     var retiredRuns: [ReplicaID: Incarnation] = [:]
@@ -36,7 +38,13 @@ public struct MeshInstance: Sendable {
     /// Write counter of the local replica: the version of its latest entry.
     var localVersion: UInt64 = 0
     var statusClock = HybridClock()
+    /// Every live member other than this node, in a shuffled round-robin order, plus members
+    /// that died since the order was built (skipped when reached).
     var probeOrder: [String] = []
+    /// Seed address → name of the alive member found there; see `isAliveSeed`.
+    var seedOwners: [GossipAddress: String] = [:]
+    /// Seed address → reconnect rounds left before an unknown seed is looked up again.
+    var seedScanCountdown: [GossipAddress: Int] = [:]
     var probeIndex = 0
     var probe: ProbeAttempt?
     var relayedProbes: [UInt64: RelayedProbe] = [:]
@@ -66,7 +74,7 @@ public struct MeshInstance: Sendable {
         let me = Member(
             name: config.name, epoch: epoch, gossipAddress: config.gossipAddress,
             clientAddress: config.clientAddress, incarnation: 0, state: .alive)
-        records[config.name] = MemberRecord(member: me, startedAt: 0, stateChangedAt: 0, suspicionDeadline: nil)
+        records[config.name] = MemberRecord(member: me, startedAt: 0, stateChangedAt: 0)
     }
 
     /// Starts the run: contacts the seeds (push-pull) and schedules the first timers.
@@ -77,23 +85,52 @@ public struct MeshInstance: Sendable {
         records[config.name]?.stateChangedAt = time.monotonic
         output.append(.memberChanged(records[config.name]!.member, previous: nil))
         enqueueAlive(of: config.name)
-
-        let settings = config.gossip
-        let now = time.monotonic
-        // Random stagger, so nodes started together do not probe and sync in lockstep.
-        timers.schedule(.probeRound, at: now + UInt64.random(in: 1...settings.probeIntervalMs, using: &random))
-        timers.schedule(.gossipRound, at: now + settings.gossipIntervalMs)
-        if settings.pushPullIntervalMs > 0 {
-            timers.schedule(
-                .pushPullRound, at: now + UInt64.random(in: 1...settings.pushPullIntervalMs, using: &random))
-        }
-        timers.schedule(.reconnectRound, at: now + settings.reconnectIntervalMs)
+        scheduleFirstRounds(at: time)
 
         var contacted: Set<GossipAddress> = []
         for seed in config.seeds where seed != config.gossipAddress && contacted.insert(seed).inserted {
             startPushPull(to: seed)
         }
         return finish()
+    }
+
+    /// Starts the run as a member of the cluster `directory` describes, as if its join had
+    /// already completed: no seed push-pull and no alive announcement, because every member
+    /// listed knows this run already. For simulations that start large clusters at once.
+    ///
+    /// The directory MUST list this run (its name, epoch and gossip address) as alive. Its
+    /// incarnation and start time there become this run's own.
+    public mutating func onStart(at time: MeshTime, members directory: MemberDirectory) -> [Directive] {
+        guard !isStarted else { return finish() }
+        guard let me = directory.records[config.name], me.member.epoch == epoch,
+            me.member.gossipAddress == config.gossipAddress, me.member.state == .alive
+        else {
+            preconditionFailure("member directory must list \(config.name) with epoch \(epoch) as alive")
+        }
+        isStarted = true
+        records = MemberTable(directory: directory)
+        liveMemberCount = directory.liveCount
+        incarnation = me.member.incarnation
+        var order = directory.sortedNames
+        order.removeAll { $0 == config.name }
+        probeOrder = order.shuffled(using: &random)
+        probeIndex = 0
+        output.append(.memberChanged(me.member, previous: nil))
+        scheduleFirstRounds(at: time)
+        return finish()
+    }
+
+    private mutating func scheduleFirstRounds(at time: MeshTime) {
+        let settings = config.gossip
+        let now = time.monotonic
+        // Random stagger, so nodes started together do not probe, gossip and sync in lockstep.
+        timers.schedule(.probeRound, at: now + UInt64.random(in: 1...settings.probeIntervalMs, using: &random))
+        timers.schedule(.gossipRound, at: now + UInt64.random(in: 1...settings.gossipIntervalMs, using: &random))
+        if settings.pushPullIntervalMs > 0 {
+            let interval = pushPullInterval()
+            timers.schedule(.pushPullRound, at: now + UInt64.random(in: 1...interval, using: &random))
+        }
+        timers.schedule(.reconnectRound, at: now + settings.reconnectIntervalMs)
     }
 
     /// A wake-up the instance asked for came due (or later). Runs every due timer.
@@ -183,7 +220,12 @@ public struct MeshInstance: Sendable {
 
     /// Every member in this node's table, itself included, ordered by name.
     public var members: [Member] {
-        records.keys.sorted().compactMap { records[$0]?.member }
+        records.records.map(\.member).sorted { $0.name < $1.name }
+    }
+
+    /// The member named `name` in this node's table, this node included; nil when unknown.
+    public func member(named name: String) -> Member? {
+        records[name]?.member
     }
 
     /// The merged presence of `user` (offline with nil `lastSeen` when never seen).
@@ -222,7 +264,7 @@ public struct MeshInstance: Sendable {
     /// Ends an event: returns its directives, then the wake-up for the earliest pending timer.
     mutating func finish() -> [Directive] {
         assert(
-            liveMemberCount == records.values.filter(\.isLive).count,
+            liveMemberCount == records.records.filter(\.isLive).count,
             "live member count \(liveMemberCount) is out of step with the member table")
         var result = output
         output = []

@@ -193,6 +193,12 @@ extension NodeConfig {
         if let value = gossip.integer("probeTimeoutMs", in: 1...hour, &problems) { config.gossip.probeTimeoutMs = UInt64(value) }
         if let value = gossip.integer("indirectChecks", in: 0...16, &problems) { config.gossip.indirectChecks = value }
         if let value = gossip.integer("suspicionMult", in: 1...100, &problems) { config.gossip.suspicionMult = value }
+        if let value = gossip.integer("suspicionMaxTimeoutMult", in: 1...100, &problems) {
+            config.gossip.suspicionMaxTimeoutMult = value
+        }
+        if let value = gossip.integer("suspicionConfirmations", in: 0...64, &problems) {
+            config.gossip.suspicionConfirmations = value
+        }
         if let value = gossip.integer("retransmitMult", in: 1...100, &problems) { config.gossip.retransmitMult = value }
         if let value = gossip.integer("gossipIntervalMs", in: 1...hour, &problems) { config.gossip.gossipIntervalMs = UInt64(value) }
         if let value = gossip.integer("fanout", in: 1...64, &problems) { config.gossip.fanout = value }
@@ -204,8 +210,8 @@ extension NodeConfig {
         if let value = gossip.integer("maxPacketBytes", in: 512...65_000, &problems) { config.gossip.maxPacketBytes = value }
         gossip.reportUnknown(
             &problems,
-            known: "preset, probeIntervalMs, probeTimeoutMs, indirectChecks, suspicionMult, retransmitMult, "
-                + "gossipIntervalMs, fanout, pushPullIntervalMs, reconnectIntervalMs, deadMemberRetentionMs, maxPacketBytes")
+            known: "preset, probeIntervalMs, probeTimeoutMs, indirectChecks, suspicionMult, suspicionMaxTimeoutMult, "
+                + "suspicionConfirmations, retransmitMult, gossipIntervalMs, fanout, pushPullIntervalMs, reconnectIntervalMs, deadMemberRetentionMs, maxPacketBytes")
     }
 
     private static func parseLimits(_ limits: inout JSONFields, into config: inout NodeConfig, _ problems: inout [String]) {
