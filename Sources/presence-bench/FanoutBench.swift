@@ -146,7 +146,7 @@ enum FanoutBench {
     /// publisher side of event k has settled, besides every subscriber having it.
     private static func runEvents(
         _ settings: Settings, _ loop: EventLoop, _ tracker: EventTracker, serverPID: pid_t,
-        act: (Int) -> Void, done: (Int) -> Bool
+        measureStart: () -> Void = {}, act: (Int) -> Void, done: (Int) -> Bool
     ) throws -> FanoutMeasurement {
         var spread: [Double] = []
         var total: [Double] = []
@@ -154,6 +154,7 @@ enum FanoutBench {
         let eventCount = settings.warmupEvents + settings.events
         for event in 0..<eventCount {
             if event == settings.warmupEvents {
+                measureStart()
                 cpuBefore = ProcStats.cpuSeconds(serverPID) ?? .nan
             }
             tracker.begin(event)
@@ -210,9 +211,12 @@ enum FanoutBench {
         guard loop.run(timeout: 60, until: { subscribed == count }) else {
             throw BenchError("only \(subscribed) of \(count) subscribers got their subscription snapshot within 60 s")
         }
-        let directBefore = node.metric("frames_written_directly_total")
-        let queuedBefore = node.metric("frames_queued_total")
-        var measurement = try runEvents(settings, loop, tracker, serverPID: node.pid, act: { event in
+        var directBefore: Double?
+        var queuedBefore: Double?
+        var measurement = try runEvents(settings, loop, tracker, serverPID: node.pid, measureStart: {
+            directBefore = node.metric("frames_written_directly_total")
+            queuedBefore = node.metric("frames_queued_total")
+        }, act: { event in
             if event % 2 == 0 {
                 pool.connect(publisher, path: "/v1/ws?userId=\(targetUser)")
             } else {
