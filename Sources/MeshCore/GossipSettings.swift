@@ -51,6 +51,11 @@ public struct GossipSettings: Sendable, Equatable {
     public var deadMemberRetentionMs: UInt64
     /// Largest UDP datagram this node sends. 1400 stays under a 1500-byte Ethernet MTU.
     public var maxPacketBytes: Int
+    /// How long a tombstone (a replica's entry of a user after the user's last session there
+    /// closed) is kept before it is collected. A departed user's `lastSeen` stays known that long;
+    /// afterwards the user is reported like one never seen. Longer keeps `lastSeen` longer and
+    /// holds more memory after churn. Default 300,000 (5 minutes) in every preset.
+    public var tombstoneRetentionMs: UInt64 = 300_000
 
     public init(
         probeIntervalMs: UInt64, probeTimeoutMs: UInt64, indirectChecks: Int, suspicionMult: Int,

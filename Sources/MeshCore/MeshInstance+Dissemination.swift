@@ -51,14 +51,14 @@ extension MeshInstance {
     }
 
     /// This node's side of a push-pull: every member, its contiguous clocks, and the entries
-    /// above `peerClocks` (all entries for a request).
+    /// above `peerClocks` (all entries for a request; see `addPresence`).
     func pushPullPayload(kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64]) -> PushPullPayload {
-        PushPullPayload(
+        var payload = PushPullPayload(
             kind: kind, senderName: config.name, senderEpoch: epoch,
             members: records.records.sorted { $0.member.name < $1.member.name }.map(\.snapshot),
-            clocks: presenceState.contiguousClocks,
-            entries: presenceState.deltas(newerThan: peerClocks),
-            statuses: presenceState.allStatuses)
+            clocks: [:], entries: [], statuses: [])
+        addPresence(to: &payload, peerClocks: kind == .request ? nil : peerClocks)
+        return payload
     }
 
     /// Merges the other side of a push-pull: members first, then presence, then clocks.
@@ -87,13 +87,7 @@ extension MeshInstance {
             }
         }
 
-        mergeRemotePresence(payload.entries, statuses: payload.statuses, at: time)
-
-        // The payload held every entry of a replica above this node's clock (a reply) or every
-        // entry (a request), so everything up to the sender's contiguous clock is now here too.
-        for (replica, contiguous) in payload.clocks where acceptsDeltas(from: replica) {
-            presenceState.advanceClock(of: replica, to: contiguous)
-        }
+        mergePushPullPresence(payload, at: time)
     }
 
     /// Push-pull with one random alive member, for anti-entropy.

@@ -15,10 +15,14 @@ extension MeshInstance {
     /// members, so a change reaches a small cluster within one network hop.
     mutating func writeLocalEntry(user: UserID, sessionCount: UInt32, at time: MeshTime) {
         localVersion += 1
+        // Never behind a change of the user this node already holds, so the latest close of a
+        // user carries the largest `changedAt` (its `lastSeen`) even when this node's wall clock
+        // is behind the node of an earlier close.
+        let changedAt = max(time.wall, (presenceState.latestChange(of: user) ?? .min) &+ 1)
         let delta = PresenceDelta(
             replica: localReplica, userID: user,
-            entry: PresenceEntry(sessionCount: sessionCount, version: localVersion, changedAt: time.wall))
-        let result = presenceState.merge([delta], statuses: [])
+            entry: PresenceEntry(sessionCount: sessionCount, version: localVersion, changedAt: changedAt))
+        let result = presenceState.merge([delta], statuses: [], at: time.monotonic)
         emit(result.changes)
         broadcasts.enqueue(.presence(delta.replica, user), framed: GossipCodec.frame(.presence(delta)))
         sendGossip(fanout: config.gossip.fanout)
@@ -44,20 +48,66 @@ extension MeshInstance {
         for record in statuses {
             statusClock.observe(record.stamp)
         }
-        let result = presenceState.merge(accepted, statuses: statuses)
+        let result = presenceState.merge(accepted, statuses: statuses, at: time.monotonic)
+        queueNews(result)
+        emit(result.changes)
+    }
+
+    /// Queues the deltas and statuses a merge found new for retransmission.
+    private mutating func queueNews(_ result: PresenceCRDT.MergeResult) {
         for delta in result.newDeltas {
             broadcasts.enqueue(.presence(delta.replica, delta.userID), framed: GossipCodec.frame(.presence(delta)))
         }
         for record in result.newStatuses {
             broadcasts.enqueue(.status(record.userID), framed: GossipCodec.frame(.customStatus(record)))
         }
+    }
+
+    /// Fills the presence part of a push-pull payload for a peer with contiguous clocks
+    /// `peerClocks`, or with everything for a request (nil).
+    func addPresence(to payload: inout PushPullPayload, peerClocks: [ReplicaID: UInt64]?) {
+        let (summaries, entries) = presenceState.transfer(for: peerClocks)
+        payload.clocks = summaries.mapValues(\.contiguous)
+        payload.horizons = summaries.filter { $0.value.horizon > 0 }.mapValues(\.horizon)
+        payload.wholeReplicas = Set(summaries.filter(\.value.isWhole).keys)
+        payload.entries = entries
+        payload.statuses = presenceState.allStatuses
+    }
+
+    /// Merges the presence part of the other side of a push-pull. The payload held every entry
+    /// of a replica above this node's clock (a reply) or every entry (a request), so everything up
+    /// to the sender's contiguous clock is here afterwards; a replica sent whole also removes the
+    /// entries here that the sender collected.
+    mutating func mergePushPullPresence(_ payload: PushPullPayload, at time: MeshTime) {
+        for record in payload.statuses {
+            statusClock.observe(record.stamp)
+        }
+        let accepted = payload.entries.filter { acceptsDeltas(from: $0.replica) }
+        var summaries: [ReplicaID: ReplicaSummary] = [:]
+        for (replica, contiguous) in payload.clocks where acceptsDeltas(from: replica) {
+            summaries[replica] = ReplicaSummary(
+                contiguous: contiguous, horizon: payload.horizons[replica] ?? 0,
+                isWhole: payload.wholeReplicas.contains(replica))
+        }
+        let result = presenceState.mergeTransfer(
+            accepted, statuses: payload.statuses, replicas: summaries, wall: time.wall, at: time.monotonic)
+        queueNews(result)
         emit(result.changes)
+    }
+
+    /// Collects tombstones held for `tombstoneRetentionMs`, then schedules the next collection.
+    /// A collected user's `lastSeen` is forgotten, so the retention is how long `lastSeen` of a
+    /// departed user stays available.
+    mutating func runTombstoneCollection(at time: MeshTime) {
+        let retention = config.gossip.tombstoneRetentionMs
+        presenceState.collectTombstones(now: time.monotonic, retentionMs: retention)
+        timers.schedule(.tombstoneCollection, at: time.monotonic + tombstoneCollectionInterval(retentionMs: retention))
     }
 
     /// Drops every entry of a dead, left or replaced replica; its users without another live
     /// session go offline, with `lastSeen` = the wall time of this event.
     mutating func dropPresence(of replica: ReplicaID, at time: MeshTime) {
-        emit(presenceState.dropReplica(replica, wall: time.wall))
+        emit(presenceState.dropReplica(replica, wall: time.wall, at: time.monotonic))
     }
 
     mutating func emit(_ changes: [UserPresenceState]) {
@@ -65,4 +115,10 @@ extension MeshInstance {
             output.append(.presenceChanged(changes))
         }
     }
+}
+
+/// Time between two tombstone collections: a tenth of the retention, at least 100 ms, so a
+/// tombstone is collected at most about 10% after its retention ends.
+func tombstoneCollectionInterval(retentionMs: UInt64) -> UInt64 {
+    max(100, retentionMs / 10)
 }

@@ -131,6 +131,8 @@ public struct MeshInstance: Sendable {
             timers.schedule(.pushPullRound, at: now + UInt64.random(in: 1...interval, using: &random))
         }
         timers.schedule(.reconnectRound, at: now + settings.reconnectIntervalMs)
+        timers.schedule(
+            .tombstoneCollection, at: now + tombstoneCollectionInterval(retentionMs: settings.tombstoneRetentionMs))
     }
 
     /// A wake-up the instance asked for came due (or later). Runs every due timer.
@@ -292,6 +294,8 @@ public struct MeshInstance: Sendable {
             expireSuspicion(of: name, at: time)
         case .forgetMember(let name):
             forgetIfExpired(name, at: time)
+        case .tombstoneCollection:
+            runTombstoneCollection(at: time)
         }
     }
 

@@ -74,12 +74,18 @@ struct HybridClock: Sendable {
     }
 }
 
-/// The versions of one replica present on this node. Every version up to `contiguous` is here or
-/// was superseded by a later write of the same user, and `seenAbove` lists single versions beyond.
-/// Push-pull sends a peer only the entries above its `contiguous`.
+/// The versions of one replica present on this node. Every version up to `contiguous` is here,
+/// was superseded by a later write of the same user, or was a tombstone collected after that
+/// user's later tombstone; `seenAbove` lists single versions beyond. Push-pull sends a peer only
+/// the entries above its `contiguous`.
 struct ReplicaClock: Equatable, Sendable {
     private(set) var contiguous: UInt64 = 0
     private(set) var seenAbove: Set<UInt64> = []
+
+    /// Whether `version` is here or was superseded: a write at `version` brings nothing new.
+    func covers(_ version: UInt64) -> Bool {
+        version <= contiguous || seenAbove.contains(version)
+    }
 
     mutating func record(_ version: UInt64) {
         guard version > contiguous else { return }
@@ -102,30 +108,71 @@ struct ReplicaClock: Equatable, Sendable {
     }
 }
 
+/// What a push-pull payload says about one replica besides its entries.
+struct ReplicaSummary: Equatable, Sendable {
+    /// The sender's contiguous clock of the replica.
+    var contiguous: UInt64
+    /// The sender's collection horizon of the replica (see `PresenceCRDT.horizons`).
+    var horizon: UInt64
+    /// True when the payload carries every entry the sender holds for the replica, so an entry
+    /// at or below `contiguous` that the payload lacks was collected by the sender.
+    var isWhole: Bool
+}
+
 /// The merged presence state of the cluster as one node has it, with the user views derived from
 /// it. Merging is commutative, associative and idempotent in `entries` and `statuses`; every
 /// mutation returns the user views that changed.
+///
+/// Tombstones (entries with no sessions) are collected once held for the retention time, so the
+/// state shrinks back when users leave. Two rules keep a collected tombstone from letting an
+/// older online entry come back:
+/// - A delta at a version the replica's clock covers is rejected unless it supersedes a held
+///   entry, so a replayed or late datagram cannot bring back a collected user.
+/// - `horizons` records, per replica, the highest version this node may lack because of
+///   collection. A peer whose clock of the replica is below it gets the replica's whole state,
+///   and a whole state removes the receiver's entries that it covers and lacks.
 struct PresenceCRDT: Sendable {
     /// user → replica → entry, for live replicas only.
-    /// NOTE: tombstones (session count 0) are never collected, so the state grows with every
-    /// user ever seen on a live replica.
     private(set) var entries: [UserID: [ReplicaID: PresenceEntry]] = [:]
     private(set) var usersByReplica: [ReplicaID: Set<UserID>] = [:]
     private(set) var clocks: [ReplicaID: ReplicaClock] = [:]
+    /// Collection horizon per replica: every version above it that this node ever held is here or
+    /// superseded by an entry here. Raised by local collection and by merging a whole state.
+    private(set) var horizons: [ReplicaID: UInt64] = [:]
     private(set) var statuses: [UserID: StatusRecord] = [:]
     /// Replicas whose node is dead, left or replaced by a newer run: their deltas are ignored
     /// until `acceptReplica`.
     private(set) var ignoredReplicas: Set<ReplicaID> = []
-    /// The last view of each user reported to the shell.
+    /// The last view of each user reported to the shell. Users with no entry, status or
+    /// departure left have none.
     private(set) var views: [UserID: UserPresenceState] = [:]
-    /// Latest `lastSeen` a replica drop left behind for a user, because the drop removes the
-    /// entries that held it.
-    private var dropTimes: [UserID: Int64] = [:]
+    /// Monotonic milliseconds at which each tombstone held here was stored; collection waits
+    /// the retention time from it.
+    private(set) var tombstonesHeldSince: [ReplicaID: [UserID: UInt64]] = [:]
+    /// `lastSeen` left behind by removed entries of online sessions (a dropped replica, or a
+    /// stale entry a whole state removed), because the removal took away the entries that held it.
+    private var departures: [UserID: Departure] = [:]
+
+    private struct Departure: Sendable {
+        /// Wall-clock milliseconds: the user's `lastSeen`.
+        var wall: Int64
+        /// Monotonic milliseconds of the removal.
+        var heldSince: UInt64
+    }
 
     struct MergeResult: Sendable {
         var changes: [UserPresenceState] = []
         var newDeltas: [PresenceDelta] = []
         var newStatuses: [StatusRecord] = []
+    }
+
+    /// Counts of what the state holds, to check that it returns to its size after churn.
+    struct StorageCounts: Equatable, Sendable {
+        var entries = 0
+        var tombstones = 0
+        var users = 0
+        var views = 0
+        var departures = 0
     }
 
     func entry(of replica: ReplicaID, user: UserID) -> PresenceEntry? {
@@ -136,51 +183,89 @@ struct PresenceCRDT: Sendable {
         ignoredReplicas.contains(replica)
     }
 
+    var storageCounts: StorageCounts {
+        var counts = StorageCounts()
+        counts.users = entries.count
+        for replicaEntries in entries.values {
+            counts.entries += replicaEntries.count
+            counts.tombstones += replicaEntries.values.filter { $0.sessionCount == 0 }.count
+        }
+        counts.views = views.count
+        counts.departures = departures.count
+        return counts
+    }
+
     /// Merges deltas and status writes; returns the changed views in first-touch order and the
-    /// deltas and statuses that were new here.
-    mutating func merge(_ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord]) -> MergeResult {
+    /// deltas and statuses that were new here. `monotonic` stamps the tombstones stored.
+    mutating func merge(
+        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], at monotonic: UInt64 = 0
+    ) -> MergeResult {
         var result = MergeResult()
-        var touched: [UserID] = []
-        var touchedSet: Set<UserID> = []
-        func touch(_ user: UserID) {
-            if touchedSet.insert(user).inserted { touched.append(user) }
-        }
+        var touched = TouchedUsers()
+        mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
+        mergeStatuses(newStatuses, into: &result, touched: &touched)
+        result.changes = refreshViews(of: touched.ordered)
+        return result
+    }
 
-        for delta in deltas where !ignoredReplicas.contains(delta.replica) {
-            clocks[delta.replica, default: ReplicaClock()].record(delta.entry.version)
-            if let current = entries[delta.userID]?[delta.replica], current.version >= delta.entry.version {
-                continue
+    /// Merges the presence part of a push-pull payload: its entries and statuses, then, for each
+    /// replica the payload carries whole, removes the entries here that the sender's clock covers
+    /// and the sender no longer holds, then raises clocks and horizons. `wall` becomes the
+    /// `lastSeen` of a user whose online entry is removed that way.
+    mutating func mergeTransfer(
+        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], replicas: [ReplicaID: ReplicaSummary],
+        wall: Int64, at monotonic: UInt64
+    ) -> MergeResult {
+        var result = MergeResult()
+        var touched = TouchedUsers()
+        mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
+        mergeStatuses(newStatuses, into: &result, touched: &touched)
+
+        var sentUsers: [ReplicaID: Set<UserID>] = [:]
+        for delta in deltas {
+            sentUsers[delta.replica, default: []].insert(delta.userID)
+        }
+        for replica in replicas.keys.sorted() where !ignoredReplicas.contains(replica) {
+            let summary = replicas[replica]!
+            if summary.isWhole {
+                let sent = sentUsers[replica] ?? []
+                let held = (usersByReplica[replica] ?? []).sorted()
+                for user in held where !sent.contains(user) {
+                    guard let entry = entries[user]?[replica], entry.version <= summary.contiguous else { continue }
+                    removeEntry(of: replica, user: user)
+                    if entry.sessionCount > 0 {
+                        // A stale online entry: the sender collected the tombstone that ended it.
+                        recordDeparture(of: user, wall: wall, at: monotonic)
+                    }
+                    touched.add(user)
+                }
+                horizons[replica] = max(horizons[replica] ?? 0, summary.horizon)
             }
-            entries[delta.userID, default: [:]][delta.replica] = delta.entry
-            usersByReplica[delta.replica, default: []].insert(delta.userID)
-            result.newDeltas.append(delta)
-            touch(delta.userID)
+            if summary.contiguous > 0 {
+                clocks[replica, default: ReplicaClock()].advance(to: summary.contiguous)
+            }
         }
-
-        for record in newStatuses {
-            if let current = statuses[record.userID], current.stamp >= record.stamp { continue }
-            statuses[record.userID] = record
-            result.newStatuses.append(record)
-            touch(record.userID)
-        }
-
-        result.changes = refreshViews(of: touched)
+        result.changes = refreshViews(of: touched.ordered)
         return result
     }
 
     /// Drops every entry of `replica` and ignores its later deltas. Users left without a live
     /// session go offline with `lastSeen` = `wall`, the time of the event that dropped it.
-    mutating func dropReplica(_ replica: ReplicaID, wall: Int64) -> [UserPresenceState] {
+    mutating func dropReplica(_ replica: ReplicaID, wall: Int64, at monotonic: UInt64 = 0) -> [UserPresenceState] {
         ignoredReplicas.insert(replica)
         clocks[replica] = nil
-        guard let users = usersByReplica.removeValue(forKey: replica) else { return [] }
+        horizons[replica] = nil
+        guard let users = usersByReplica[replica] else {
+            tombstonesHeldSince[replica] = nil
+            return []
+        }
         let ordered = users.sorted()
         for user in ordered {
-            guard let entry = entries[user]?.removeValue(forKey: replica) else { continue }
-            if entries[user]?.isEmpty == true { entries[user] = nil }
-            let left = entry.sessionCount > 0 ? wall : entry.changedAt
-            dropTimes[user] = max(dropTimes[user] ?? .min, left)
+            guard let entry = entries[user]?[replica] else { continue }
+            removeEntry(of: replica, user: user)
+            recordDeparture(of: user, wall: entry.sessionCount > 0 ? wall : entry.changedAt, at: monotonic)
         }
+        tombstonesHeldSince[replica] = nil
         return refreshViews(of: ordered)
     }
 
@@ -195,6 +280,50 @@ struct PresenceCRDT: Sendable {
         clocks[replica, default: ReplicaClock()].advance(to: version)
     }
 
+    /// Collects every user whose entries are all tombstones held at least `retentionMs` and
+    /// covered by their replica's contiguous clock, and whose departure (if any) is as old.
+    /// Such a user's entries, departure and view go, and each replica's horizon rises to the
+    /// versions collected. A user with a custom status keeps the status and the view.
+    /// Returns the number of entries collected.
+    @discardableResult
+    mutating func collectTombstones(now monotonic: UInt64, retentionMs: UInt64) -> Int {
+        func isExpired(_ since: UInt64) -> Bool { since <= monotonic && monotonic - since >= retentionMs }
+
+        var candidates: Set<UserID> = []
+        for held in tombstonesHeldSince.values {
+            for (user, since) in held where isExpired(since) {
+                candidates.insert(user)
+            }
+        }
+        for (user, departure) in departures where isExpired(departure.heldSince) {
+            candidates.insert(user)
+        }
+
+        var collected = 0
+        for user in candidates.sorted() {
+            if let departure = departures[user], !isExpired(departure.heldSince) { continue }
+            let userEntries = entries[user] ?? [:]
+            let collectable = userEntries.allSatisfy { replica, entry in
+                guard entry.sessionCount == 0, let since = tombstonesHeldSince[replica]?[user], isExpired(since)
+                else { return false }
+                return clocks[replica]?.contiguous ?? 0 >= entry.version
+            }
+            guard collectable else { continue }
+            for (replica, entry) in userEntries {
+                removeEntry(of: replica, user: user)
+                horizons[replica] = max(horizons[replica] ?? 0, entry.version)
+                collected += 1
+            }
+            departures[user] = nil
+            if statuses[user] == nil {
+                views[user] = nil
+            } else {
+                views[user] = computeView(of: user)
+            }
+        }
+        return collected
+    }
+
     /// Contiguous clock of every replica with state here.
     var contiguousClocks: [ReplicaID: UInt64] {
         clocks.mapValues(\.contiguous)
@@ -205,21 +334,51 @@ struct PresenceCRDT: Sendable {
         deltas(newerThan: [:])
     }
 
+    /// Every entry of `replica`, ordered by version.
+    func deltas(of replica: ReplicaID, newerThan floor: UInt64 = 0) -> [PresenceDelta] {
+        var result: [PresenceDelta] = []
+        for user in usersByReplica[replica] ?? [] {
+            guard let entry = entries[user]?[replica], entry.version > floor else { continue }
+            result.append(PresenceDelta(replica: replica, userID: user, entry: entry))
+        }
+        result.sort { $0.entry.version < $1.entry.version }
+        return result
+    }
+
     /// Entries a peer with contiguous clocks `peerClocks` may lack: those above the peer's clock
     /// of their replica, ordered by replica, then version.
     func deltas(newerThan peerClocks: [ReplicaID: UInt64]) -> [PresenceDelta] {
         var result: [PresenceDelta] = []
         for replica in usersByReplica.keys.sorted() {
-            let floor = peerClocks[replica] ?? 0
-            var replicaDeltas: [PresenceDelta] = []
-            for user in usersByReplica[replica] ?? [] {
-                guard let entry = entries[user]?[replica], entry.version > floor else { continue }
-                replicaDeltas.append(PresenceDelta(replica: replica, userID: user, entry: entry))
-            }
-            replicaDeltas.sort { $0.entry.version < $1.entry.version }
-            result.append(contentsOf: replicaDeltas)
+            result.append(contentsOf: deltas(of: replica, newerThan: peerClocks[replica] ?? 0))
         }
         return result
+    }
+
+    /// The presence part of a push-pull payload for a peer with contiguous clocks `peerClocks`:
+    /// a summary of every replica with state here, and the entries the peer may lack. A replica
+    /// goes whole when the peer's clock of it is below its horizon here, because then the peer
+    /// may hold an entry whose tombstone was collected here. With nil `peerClocks` (a request)
+    /// every replica goes whole.
+    func transfer(for peerClocks: [ReplicaID: UInt64]?) -> (replicas: [ReplicaID: ReplicaSummary], entries: [PresenceDelta]) {
+        var summaries: [ReplicaID: ReplicaSummary] = [:]
+        var result: [PresenceDelta] = []
+        let replicas = Set(clocks.keys).union(usersByReplica.keys).sorted()
+        for replica in replicas {
+            let horizon = horizons[replica] ?? 0
+            let peerClock = peerClocks.map { $0[replica] ?? 0 }
+            let isWhole = peerClock.map { $0 < horizon } ?? true
+            summaries[replica] = ReplicaSummary(
+                contiguous: clocks[replica]?.contiguous ?? 0, horizon: horizon, isWhole: isWhole)
+            result.append(contentsOf: deltas(of: replica, newerThan: isWhole ? 0 : peerClock ?? 0))
+        }
+        return (summaries, result)
+    }
+
+    /// Latest `changedAt` of any entry or departure of `user` here, or nil.
+    func latestChange(of user: UserID) -> Int64? {
+        let times = (entries[user] ?? [:]).values.map(\.changedAt) + (departures[user].map { [$0.wall] } ?? [])
+        return times.max()
     }
 
     /// Every status record, ordered by user.
@@ -237,6 +396,73 @@ struct PresenceCRDT: Sendable {
         views.values.filter(\.isOnline).map(\.userID).sorted()
     }
 
+    // MARK: - Internals
+
+    /// Users touched by one mutation, in first-touch order.
+    private struct TouchedUsers {
+        var ordered: [UserID] = []
+        var seen: Set<UserID> = []
+
+        mutating func add(_ user: UserID) {
+            if seen.insert(user).inserted { ordered.append(user) }
+        }
+    }
+
+    private mutating func mergeEntries(
+        _ deltas: [PresenceDelta], at monotonic: UInt64, into result: inout MergeResult, touched: inout TouchedUsers
+    ) {
+        for delta in deltas where !ignoredReplicas.contains(delta.replica) {
+            let version = delta.entry.version
+            if let current = entries[delta.userID]?[delta.replica] {
+                if current.version >= version { continue }
+            } else if clocks[delta.replica]?.covers(version) == true {
+                // Nothing is held for the user although the clock covers this version, so a later
+                // tombstone of the user was collected here: the delta is stale (a replay or a late
+                // retransmission) and must not bring the user back.
+                continue
+            }
+            clocks[delta.replica, default: ReplicaClock()].record(version)
+            storeEntry(delta.entry, of: delta.replica, user: delta.userID, at: monotonic)
+            result.newDeltas.append(delta)
+            touched.add(delta.userID)
+        }
+    }
+
+    private mutating func mergeStatuses(
+        _ newStatuses: [StatusRecord], into result: inout MergeResult, touched: inout TouchedUsers
+    ) {
+        for record in newStatuses {
+            if let current = statuses[record.userID], current.stamp >= record.stamp { continue }
+            statuses[record.userID] = record
+            result.newStatuses.append(record)
+            touched.add(record.userID)
+        }
+    }
+
+    private mutating func storeEntry(_ entry: PresenceEntry, of replica: ReplicaID, user: UserID, at monotonic: UInt64) {
+        entries[user, default: [:]][replica] = entry
+        usersByReplica[replica, default: []].insert(user)
+        if entry.sessionCount == 0 {
+            tombstonesHeldSince[replica, default: [:]][user] = monotonic
+        } else {
+            tombstonesHeldSince[replica]?[user] = nil
+        }
+    }
+
+    private mutating func removeEntry(of replica: ReplicaID, user: UserID) {
+        entries[user]?[replica] = nil
+        if entries[user]?.isEmpty == true { entries[user] = nil }
+        usersByReplica[replica]?.remove(user)
+        if usersByReplica[replica]?.isEmpty == true { usersByReplica[replica] = nil }
+        tombstonesHeldSince[replica]?[user] = nil
+        if tombstonesHeldSince[replica]?.isEmpty == true { tombstonesHeldSince[replica] = nil }
+    }
+
+    private mutating func recordDeparture(of user: UserID, wall: Int64, at monotonic: UInt64) {
+        let latest = max(departures[user]?.wall ?? .min, wall)
+        departures[user] = Departure(wall: latest, heldSince: monotonic)
+    }
+
     /// Recomputes the views of `users` and returns those whose online state or custom status
     /// changed. `lastSeen` alone changes silently, because no client-visible state changed.
     private mutating func refreshViews(of users: [UserID]) -> [UserPresenceState] {
@@ -244,7 +470,9 @@ struct PresenceCRDT: Sendable {
         for user in users {
             let fresh = computeView(of: user)
             let previous = view(of: user)
-            views[user] = fresh
+            // A user with nothing left here needs no view: `view(of:)` reports the same default.
+            let holdsNothing = entries[user] == nil && statuses[user] == nil && departures[user] == nil
+            views[user] = holdsNothing ? nil : fresh
             if fresh.isOnline != previous.isOnline || fresh.custom != previous.custom {
                 changes.append(fresh)
             }
@@ -253,15 +481,11 @@ struct PresenceCRDT: Sendable {
     }
 
     /// Online iff some live replica has a session. Offline `lastSeen` is the latest close this
-    /// node has: the newest tombstone or replica drop of the user.
+    /// node has: the newest tombstone or departure of the user.
     private func computeView(of user: UserID) -> UserPresenceState {
         let userEntries = entries[user] ?? [:]
         let isOnline = userEntries.values.contains { $0.sessionCount > 0 }
-        var lastSeen: Int64? = nil
-        if !isOnline {
-            let candidates = userEntries.values.map(\.changedAt) + (dropTimes[user].map { [$0] } ?? [])
-            lastSeen = candidates.max()
-        }
+        let lastSeen = isOnline ? nil : latestChange(of: user)
         return UserPresenceState(userID: user, isOnline: isOnline, lastSeen: lastSeen, custom: statuses[user]?.value)
     }
 }

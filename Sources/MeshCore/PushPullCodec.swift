@@ -6,16 +6,20 @@
 //     sender name: string, sender epoch: 8 bytes
 //     members:  count, then name, epoch, startedAt, incarnation, state: UInt8, gossip address,
 //               client address
-//     clocks:   count, then replica name, epoch, contiguous version
+//     clocks:   count, then replica name, epoch, contiguous version, collection horizon,
+//               flags: UInt8 (bit 0: the entries of this replica are its whole state)
 //     entries:  count, then presence deltas as in a datagram
 //     statuses: count, then status records as in a datagram
 //
-// A request carries the sender's contiguous clocks and all its entries. A reply carries the
-// entries above the requester's clocks and the responder's clocks, so the requester can raise
-// its own.
+// A request carries the sender's contiguous clocks and all its entries, every replica whole. A
+// reply carries the responder's clocks and, per replica, the entries above the requester's
+// clock, or every entry (whole) when the requester's clock is below the responder's collection
+// horizon: then the requester may hold an entry whose tombstone the responder collected, and
+// only the whole state shows that the entry is gone.
 
-/// Version byte of the push-pull payload. Version 1 is the layout above.
-let pushPullProtocolVersion: UInt8 = 1
+/// Version byte of the push-pull payload. Version 1 had clocks without horizon and flags;
+/// version 2 added them with tombstone collection.
+let pushPullProtocolVersion: UInt8 = 2
 
 /// Push-pull payload kinds; the numbers are the wire protocol, append-only.
 enum PushPullKind: UInt8, Sendable {
@@ -42,6 +46,10 @@ struct PushPullPayload: Equatable, Sendable {
     var clocks: [ReplicaID: UInt64]
     var entries: [PresenceDelta]
     var statuses: [StatusRecord]
+    /// Collection horizons of the replicas in `clocks`; a replica missing here has horizon 0.
+    var horizons: [ReplicaID: UInt64] = [:]
+    /// Replicas in `clocks` whose entries the payload carries whole.
+    var wholeReplicas: Set<ReplicaID> = []
 }
 
 enum PushPullCodec {
@@ -69,6 +77,8 @@ enum PushPullCodec {
             writer.writeString(replica.name)
             writer.writeUInt64BigEndian(replica.epoch)
             writer.writeVarint(contiguous)
+            writer.writeVarint(payload.horizons[replica] ?? 0)
+            writer.writeByte(payload.wholeReplicas.contains(replica) ? 1 : 0)
         }
 
         writer.writeVarint(UInt64(payload.entries.count))
@@ -113,13 +123,22 @@ enum PushPullCodec {
                 gossipAddress: gossipAddress, clientAddress: clientAddress))
         }
 
-        let clockCount = try reader.readCount(field: "clock count", minElementBytes: 11)
+        let clockCount = try reader.readCount(field: "clock count", minElementBytes: 13)
         var clocks: [ReplicaID: UInt64] = [:]
+        var horizons: [ReplicaID: UInt64] = [:]
+        var wholeReplicas: Set<ReplicaID> = []
         for _ in 0..<clockCount {
             let name = try reader.readString(field: "clock replica name", maxBytes: WireLimits.maxNameBytes)
             let epoch = try reader.readUInt64BigEndian()
-            let contiguous = try reader.readVarint()
-            clocks[ReplicaID(name: name, epoch: epoch)] = contiguous
+            let replica = ReplicaID(name: name, epoch: epoch)
+            clocks[replica] = try reader.readVarint()
+            let horizon = try reader.readVarint()
+            if horizon > 0 { horizons[replica] = horizon }
+            switch try reader.readByte() {
+            case 0: break
+            case 1: wholeReplicas.insert(replica)
+            default: throw DecodeError.valueOutOfRange(field: "clock flags")
+            }
         }
 
         let entryCount = try reader.readCount(field: "entry count", minElementBytes: 14)
@@ -139,6 +158,6 @@ enum PushPullCodec {
         try reader.expectEnd()
         return PushPullPayload(
             kind: kind, senderName: senderName, senderEpoch: senderEpoch, members: members,
-            clocks: clocks, entries: entries, statuses: statuses)
+            clocks: clocks, entries: entries, statuses: statuses, horizons: horizons, wholeReplicas: wholeReplicas)
     }
 }

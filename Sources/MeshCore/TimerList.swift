@@ -13,6 +13,8 @@ enum TimerKind: Hashable, Sendable {
     case suspicionTimeout(name: String)
     /// A dead or left member may have passed its retention.
     case forgetMember(name: String)
+    /// Collect presence tombstones held past their retention.
+    case tombstoneCollection
 }
 
 /// Pending deadlines in monotonic milliseconds, earliest first. Handlers check that a fired

@@ -60,7 +60,7 @@ private func deltas(_ count: Int) -> [GossipMessage] {
         #expect(kind.rawValue == number)
     }
     #expect(gossipProtocolVersion == 1)
-    #expect(pushPullProtocolVersion == 1)
+    #expect(pushPullProtocolVersion == 2)
 }
 
 @Test func codec_moreThan255Messages_roundTrip() throws {
