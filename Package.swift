@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "MeshSimulator", dependencies: ["MeshCore"]),
         .executableTarget(name: "presence-node", dependencies: ["MeshNode"]),
         .executableTarget(name: "presence-bench", dependencies: ["CLibUV", "CWebSockets", "PresenceProtocol"]),
+        .executableTarget(name: "mesh-sim", dependencies: ["MeshSimulator", "MeshCore"]),
         .executableTarget(
             name: "presencectl",
             dependencies: ["PresenceClient", "PresenceProtocol", "MeshSimulator", "MeshCore"]

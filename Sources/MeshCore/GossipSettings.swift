@@ -99,6 +99,15 @@ public struct GossipSettings: Sendable, Equatable {
         reconnectIntervalMs: 500, deadMemberRetentionMs: 60_000, maxPacketBytes: 1400,
         suspicionMaxTimeoutMult: 6, suspicionConfirmations: 3)
 
+    /// Minimum and maximum suspicion timeout, in milliseconds, for `memberCount` live members:
+    /// a suspicion that reaches `suspicionConfirmations` confirmations waits the minimum, one
+    /// that nobody confirms waits the maximum.
+    public func suspicionTimeouts(memberCount: Int) -> (min: UInt64, max: UInt64) {
+        let minimum = suspicionTimeout(
+            multiplier: suspicionMult, memberCount: memberCount, probeIntervalMs: probeIntervalMs)
+        return (minimum, minimum * UInt64(suspicionMaxTimeoutMult))
+    }
+
     /// Problems with the settings taken as a whole, each naming its field; empty when valid.
     public func validate() -> [String] {
         var problems: [String] = []

@@ -1,0 +1,139 @@
+import MeshCore
+
+/// The membership benchmark: dissemination, traffic and crash detection in one 60-virtual-second
+/// run per cluster size, plus false positives over long runs under loss.
+public enum MembershipBenchmark {
+    public struct RunResult: Sendable {
+        public var nodes: Int
+        /// Virtual milliseconds from the session open until the delta was on 99.99% and on 100%
+        /// of the other nodes.
+        public var deltaMilliseconds99_99: UInt64?
+        public var deltaMilliseconds100: UInt64?
+        public var gossipIntervalMs: UInt64
+        public var datagramsPerNodePerSecond: Double
+        public var bytesPerNodePerSecond: Double
+        public var pushPullsPerNodePerSecond: Double
+        /// Per observer, virtual milliseconds from the crash until it marked the node dead.
+        public var detectionMilliseconds: [UInt64]
+        /// Observers that never marked the crashed node dead within the run.
+        public var undetected: Int
+        /// Death verdicts about nodes that were running.
+        public var falseDeaths: Int
+        public var virtualSeconds: UInt64
+        public var wallSeconds: Double
+        public var eventsProcessed: Int
+    }
+
+    /// One run: `nodes` nodes start bootstrapped; at 5 s node 0 opens a session; at 20 s the last
+    /// node crashes; the run ends at `virtualSeconds`. `clock` returns wall seconds.
+    public static func run(
+        nodes: Int, seed: UInt64, settings: GossipSettings = .lan, virtualSeconds: UInt64 = 60,
+        clock: () -> Double
+    ) -> RunResult {
+        let wallStart = clock()
+        let simulation = Simulation(seed: seed)
+        simulation.recordsTrace = false
+        simulation.addNodes(nodes, settings: settings)
+        simulation.startAllBootstrapped()
+
+        let deltaAt: UInt64 = 5_000
+        let crashAt: UInt64 = 20_000
+        let victim = nodes - 1
+        let victimName = simulation.name(victim)
+        var reached = 0
+        var reached99_99: UInt64?
+        var reached100: UInt64?
+        // ceil(0.9999 · others), counted with integers so 10,000 nodes need 9,999 of 9,999.
+        let others = nodes - 1
+        let target99_99 = (others * 9_999 + 9_999) / 10_000
+        simulation.onPresenceChanged = { observer, changes, time in
+            guard observer != 0 else { return }
+            for change in changes where change.userID == "bench-user" && change.isOnline {
+                reached += 1
+                if reached == target99_99 && reached99_99 == nil { reached99_99 = time - deltaAt }
+                if reached == others { reached100 = time - deltaAt }
+            }
+        }
+        var detections: [UInt64] = []
+        var falseDeaths = 0
+        simulation.onMemberChanged = { _, member, _, time in
+            guard member.state == .dead else { return }
+            if member.name == victimName && time >= crashAt {
+                detections.append(time - crashAt)
+            } else {
+                falseDeaths += 1
+            }
+        }
+        simulation.schedule(atMilliseconds: deltaAt) { $0.openSession(user: "bench-user", on: 0) }
+        simulation.schedule(atMilliseconds: crashAt) { $0.crash(victim) }
+        simulation.run(untilMilliseconds: virtualSeconds * 1_000)
+
+        var datagrams = 0
+        var bytes = 0
+        var pushPulls = 0
+        for node in 0..<nodes {
+            let stats = simulation.stats(node)
+            datagrams += stats.datagramsSent
+            bytes += stats.datagramBytesSent
+            pushPulls += stats.pushPullsStarted
+        }
+        let nodeSeconds = Double(nodes) * Double(virtualSeconds)
+        return RunResult(
+            nodes: nodes, deltaMilliseconds99_99: reached99_99, deltaMilliseconds100: reached100,
+            gossipIntervalMs: settings.gossipIntervalMs,
+            datagramsPerNodePerSecond: Double(datagrams) / nodeSeconds, bytesPerNodePerSecond: Double(bytes) / nodeSeconds,
+            pushPullsPerNodePerSecond: Double(pushPulls) / nodeSeconds,
+            detectionMilliseconds: detections.sorted(), undetected: max(0, nodes - 1 - detections.count),
+            falseDeaths: falseDeaths, virtualSeconds: virtualSeconds, wallSeconds: clock() - wallStart,
+            eventsProcessed: simulation.eventsProcessed)
+    }
+
+    public struct FalsePositiveResult: Sendable {
+        public var nodes: Int
+        public var lossRate: Double
+        public var virtualSeconds: UInt64
+        /// Death verdicts about running nodes, over all observers.
+        public var deathVerdicts: Int
+        /// Distinct nodes that some observer declared dead.
+        public var nodesDeclaredDead: Int
+        public var suspicions: Int
+        public var wallSeconds: Double
+    }
+
+    /// `nodes` healthy nodes under `lossRate` loss on every link for `virtualSeconds`.
+    public static func falsePositives(
+        nodes: Int, lossRate: Double, seed: UInt64, settings: GossipSettings = .lan, virtualSeconds: UInt64 = 3_600,
+        clock: () -> Double
+    ) -> FalsePositiveResult {
+        let wallStart = clock()
+        let simulation = Simulation(seed: seed, link: LinkProfile.lan.withLoss(lossRate))
+        simulation.recordsTrace = false
+        simulation.addNodes(nodes, settings: settings)
+        simulation.startAllBootstrapped()
+        var verdicts = 0
+        var declared: Set<String> = []
+        var suspicions = 0
+        simulation.onMemberChanged = { _, member, _, _ in
+            switch member.state {
+            case .dead:
+                verdicts += 1
+                declared.insert(member.name)
+            case .suspect:
+                suspicions += 1
+            default:
+                break
+            }
+        }
+        simulation.run(untilMilliseconds: virtualSeconds * 1_000)
+        return FalsePositiveResult(
+            nodes: nodes, lossRate: lossRate, virtualSeconds: virtualSeconds, deathVerdicts: verdicts,
+            nodesDeclaredDead: declared.count, suspicions: suspicions, wallSeconds: clock() - wallStart)
+    }
+
+    /// Percentile `p` (0 to 100) of sorted `values`, nearest rank.
+    public static func percentile(_ values: [UInt64], _ p: Double) -> UInt64? {
+        guard !values.isEmpty else { return nil }
+        let rank = Int((p / 100 * Double(values.count)).rounded(.up))
+        return values[min(values.count - 1, max(0, rank - 1))]
+    }
+}
