@@ -76,7 +76,7 @@ extension MeshInstance {
 
     /// Merges the presence part of the other side of a push-pull. The payload held every entry
     /// of a replica above this node's clock (a reply) or every entry (a request), so everything up
-    /// to the sender's contiguous clock is here afterwards; a replica sent whole also removes the
+    /// to the sender's contiguous clock is here afterwards. A replica sent whole also removes the
     /// entries here that the sender collected.
     mutating func mergePushPullPresence(_ payload: PushPullPayload, at time: MeshTime) {
         for record in payload.statuses {

@@ -74,15 +74,15 @@ struct HybridClock: Sendable {
     }
 }
 
-/// The versions of one replica present on this node. Every version up to `contiguous` is here,
-/// was superseded by a later write of the same user, or was a tombstone collected after that
-/// user's later tombstone; `seenAbove` lists single versions beyond. Push-pull sends a peer only
-/// the entries above its `contiguous`.
+/// The versions of one replica present on this node. Every version up to `contiguous` is here or
+/// was superseded by a later write of the same user, which may itself be a collected tombstone.
+/// `seenAbove` lists single versions beyond. Push-pull sends a peer only the entries above its
+/// `contiguous`.
 struct ReplicaClock: Equatable, Sendable {
     private(set) var contiguous: UInt64 = 0
     private(set) var seenAbove: Set<UInt64> = []
 
-    /// Whether `version` is here or was superseded: a write at `version` brings nothing new.
+    /// Returns whether `version` is here or was superseded, so that a write at it is stale.
     func covers(_ version: UInt64) -> Bool {
         version <= contiguous || seenAbove.contains(version)
     }
@@ -108,7 +108,7 @@ struct ReplicaClock: Equatable, Sendable {
     }
 }
 
-/// What a push-pull payload says about one replica besides its entries.
+/// The clock and collection state a push-pull payload carries for one replica, besides its entries.
 struct ReplicaSummary: Equatable, Sendable {
     /// The sender's contiguous clock of the replica.
     var contiguous: UInt64
@@ -414,7 +414,11 @@ struct PresenceCRDT: Sendable {
         for delta in deltas where !ignoredReplicas.contains(delta.replica) {
             let version = delta.entry.version
             if let current = entries[delta.userID]?[delta.replica] {
-                if current.version >= version { continue }
+                if current.version >= version {
+                    // Superseded here, so the version is covered all the same.
+                    clocks[delta.replica, default: ReplicaClock()].record(version)
+                    continue
+                }
             } else if clocks[delta.replica]?.covers(version) == true {
                 // Nothing is held for the user although the clock covers this version, so a later
                 // tombstone of the user was collected here: the delta is stale (a replay or a late
