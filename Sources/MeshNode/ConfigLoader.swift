@@ -25,7 +25,10 @@ extension NodeConfig {
         var flags: [(String, String)] = []
         var configPath: String?
         var index = 0
-        let valued: Set<String> = ["--config", "--name", "--client", "--gossip", "--seed", "--preset", "--log-level"]
+        // --clock-offset-ms is a testing aid and stays out of the help text.
+        let valued: Set<String> = [
+            "--config", "--name", "--client", "--gossip", "--seed", "--preset", "--log-level", "--clock-offset-ms",
+        ]
         while index < arguments.count {
             let argument = arguments[index]
             guard valued.contains(argument) else {
@@ -64,6 +67,7 @@ extension NodeConfig {
         }
 
         var seedFlags: [Any] = []
+        var clockOffsetMs: Int64 = 0
         for (flag, value) in flags {
             switch flag {
             case "--name": object["name"] = value
@@ -78,11 +82,18 @@ extension NodeConfig {
                 var log = object["log"] as? [String: Any] ?? [:]
                 log["level"] = value
                 object["log"] = log
+            case "--clock-offset-ms":
+                guard let offset = Int64(value), abs(offset) <= 86_400_000 else {
+                    throw ConfigError(problems: ["--clock-offset-ms must be an integer from -86400000 to 86400000, got \"\(value)\""])
+                }
+                clockOffsetMs = offset
             default: break
             }
         }
         if !seedFlags.isEmpty { object["seeds"] = seedFlags }
-        return try parse(object)
+        var config = try parse(object)
+        config.clockOffsetMs = clockOffsetMs
+        return config
     }
 
     /// Validates a decoded JSON configuration as a whole.

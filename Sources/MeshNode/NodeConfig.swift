@@ -78,6 +78,10 @@ public struct NodeConfig: Sendable, Equatable {
     public var presence = PresenceSettings()
     public var limits = Limits()
     public var log = LogConfig()
+    /// Testing aid: milliseconds added to this node's wall clock (may be negative), so tests can
+    /// run nodes with skewed clocks on one machine. Set only by the hidden `--clock-offset-ms`
+    /// flag. Default 0.
+    public var clockOffsetMs: Int64 = 0
 
     public init(name: String) {
         self.name = name

@@ -38,6 +38,7 @@ public final class PresenceNode {
         wakeTimer = .allocate(capacity: 1)
         graceTimer = .allocate(capacity: 1)
         stopTimer = .allocate(capacity: 1)
+        PresenceNode.clockOffsetMs = config.clockOffsetMs
         gossipAddress = config.gossipListen
         clientAddress = config.clientListen
         startedAt = PresenceNode.wallClockMilliseconds()
@@ -140,11 +141,16 @@ public final class PresenceNode {
         return MeshTime(monotonic: uv_now(loop), wall: PresenceNode.wallClockMilliseconds())
     }
 
+    /// Wall-clock milliseconds since 1970, plus `clockOffsetMs`.
     static func wallClockMilliseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000 + clockOffsetMs
     }
+
+    /// Testing aid: the `clockOffsetMs` of the node's config, set once in `init` before the loop
+    /// runs. A process runs one node, so one value per process is enough.
+    nonisolated(unsafe) static var clockOffsetMs: Int64 = 0
 
     /// Executes directives in order.
     func apply(_ directives: [Directive]) {
