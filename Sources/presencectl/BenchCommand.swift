@@ -74,6 +74,7 @@ enum BenchCommand {
 
     private static func runEndToEnd(_ options: EndToEndOptions) throws -> Int32 {
         let machine = MachineDescription.current()
+        let loadAtStart = currentLoadAverages()
         let binary = try resolveNodeBinary(defaultNodeBinaryPath())
         let directory = ClusterDirectory(options.directory)
         try directory.create()
@@ -108,12 +109,12 @@ enum BenchCommand {
             printNote(cluster.logExcerpts())
             if !figures.isEmpty {
                 print("results of the figures completed before the bench stopped:")
-                print(report(figures, bench: bench, machine: machine, options: options).table)
+                print(report(figures, bench: bench, machine: machine, options: options, loadAtStart: loadAtStart).table)
             }
             return 1
         }
 
-        let report = report(figures, bench: bench, machine: machine, options: options)
+        let report = report(figures, bench: bench, machine: machine, options: options, loadAtStart: loadAtStart)
         print(report.table)
         for finding in figures.flatMap({ figure in figure.failures.map { "\(figure.name): \($0)" } }) + bench.anomalies {
             print("finding: \(finding)")
@@ -127,13 +128,14 @@ enum BenchCommand {
     }
 
     private static func report(
-        _ figures: [LatencyFigure], bench: EndToEndBench, machine: MachineDescription, options: EndToEndOptions
+        _ figures: [LatencyFigure], bench: EndToEndBench, machine: MachineDescription, options: EndToEndOptions,
+        loadAtStart: String
     ) -> EndToEndReport {
         EndToEndReport(
             figures: figures, machine: machine, command: shellCommandLine(CommandLine.arguments),
             preset: options.preset ?? "lan (the node default; the configs set no preset)",
             nodeCount: EndToEndBench.nodeCount, warmupSamples: options.warmup, anomalies: bench.anomalies,
-            finished: Date())
+            loadAtStart: loadAtStart, loadAtEnd: currentLoadAverages(), finished: Date())
     }
 
     /// Writes one config per node into DIR/configs and returns that directory. Each node lists the

@@ -138,6 +138,10 @@ struct EndToEndReport {
     let warmupSamples: Int
     /// Other findings of the run, such as a node that exited with a non-zero status.
     let anomalies: [String]
+    /// Load averages over 1, 5 and 15 minutes from /proc/loadavg when the run started and ended.
+    /// The bench itself adds about one busy process, so a higher load shows other work on the machine.
+    let loadAtStart: String
+    let loadAtEnd: String
     let finished: Date
 
     /// Heading of the Markdown section; --output replaces an existing section with this heading.
@@ -170,6 +174,7 @@ struct EndToEndReport {
             "- Toolchain: \(machine.swiftVersion), \(machine.buildConfiguration) build of presencectl and presence-node",
             "- Cluster: \(nodeCount) presence-node processes on 127.0.0.1, gossip preset \(preset), "
                 + "and the bench's WebSocket clients in one process on the same machine",
+            "- Load average (1, 5, 15 min): \(loadAtStart) at the start, \(loadAtEnd) at the end",
             "",
             "| Figure | From → to | Samples | Median | p99 | Min | Max | Target | Result |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -249,6 +254,12 @@ struct EndToEndReport {
     private func sampleText(_ figure: LatencyFigure) -> String {
         figure.failures.isEmpty ? "\(figure.samples.count)" : "\(figure.samples.count) (\(figure.failures.count) failed)"
     }
+}
+
+/// Reads the 1, 5 and 15 minute load averages from /proc/loadavg, such as "0.52 0.61 0.70".
+func currentLoadAverages() -> String {
+    guard let text = ProcessControl.readSmallFile("/proc/loadavg") else { return "unknown" }
+    return text.split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 /// Formats a target such as 2 ms or 3 s.
