@@ -21,11 +21,12 @@ final class ChildProcess {
         process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardInput = FileHandle.nullDevice
         try process.run()
         stdoutFD = output.fileHandleForReading.fileDescriptor
+        ChildRegistry.add(process.processIdentifier)
     }
 
     /// Reads one line of the child's stdout, waiting at most `timeout` seconds. Returns nil on
@@ -78,6 +79,7 @@ final class ChildProcess {
     /// Returns the exit status, or nil if the child had to be killed.
     @discardableResult
     func stop(grace: Double = 10) -> Int32? {
+        defer { ChildRegistry.remove(pid) }
         guard process.isRunning else { return process.terminationStatus }
         kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
@@ -139,4 +141,41 @@ func makeRunDirectory(_ label: String) throws -> String {
     let path = NSTemporaryDirectory() + "presence-bench-\(label)-\(getpid())-\(Int(Date().timeIntervalSince1970))"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
+}
+
+/// PIDs of running children in a fixed C buffer, so that a signal handler can stop them when this
+/// process is interrupted: Swift objects cannot be used safely from a signal handler.
+enum ChildRegistry {
+    static let capacity = 256
+    nonisolated(unsafe) static let slots: UnsafeMutablePointer<pid_t> = {
+        let slots = UnsafeMutablePointer<pid_t>.allocate(capacity: capacity)
+        slots.initialize(repeating: 0, count: capacity)
+        return slots
+    }()
+
+    static func add(_ pid: pid_t) {
+        for index in 0..<capacity where slots[index] == 0 {
+            slots[index] = pid
+            return
+        }
+    }
+
+    static func remove(_ pid: pid_t) {
+        for index in 0..<capacity where slots[index] == pid {
+            slots[index] = 0
+        }
+    }
+
+    /// On SIGINT or SIGTERM, sends SIGTERM to every registered child and exits with status 130.
+    static func installSignalHandlers() {
+        _ = slots
+        for number in [SIGINT, SIGTERM] {
+            signal(number) { _ in
+                for index in 0..<ChildRegistry.capacity where ChildRegistry.slots[index] > 0 {
+                    kill(ChildRegistry.slots[index], SIGTERM)
+                }
+                _exit(130)
+            }
+        }
+    }
 }

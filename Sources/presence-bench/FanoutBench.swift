@@ -99,7 +99,7 @@ enum FanoutBench {
             return 2
         }
         let machine = MachineDescription.current()
-        print("machine: \(machine.markdown)")
+        say("machine: \(machine.markdown)")
         var results: [FanoutResult] = []
         do {
             let directory = try makeRunDirectory("fanout")
@@ -108,11 +108,11 @@ enum FanoutBench {
                     let group = ChildGroup(directory: directory)
                     defer { group.stopAll() }
                     let mesh = try measureMesh(count, settings, group)
-                    print(line(count, round, "presencemesh", mesh))
+                    say(line(count, round, "presencemesh", mesh))
                     let raw = try measureRaw(count, frameBytes: mesh.frameBytes ?? 90, settings, group)
-                    print(line(count, round, "raw-tcp", raw))
+                    say(line(count, round, "raw-tcp", raw))
                     results.append(FanoutResult(subscribers: count, round: round, mesh: mesh, raw: raw))
-                    print("ratio n=\(count) round=\(round) cpu=\(formatted(mesh.cpuPerDelivery / raw.cpuPerDelivery)) "
+                    say("ratio n=\(count) round=\(round) cpu=\(formatted(mesh.cpuPerDelivery / raw.cpuPerDelivery)) "
                         + "last_median=\(formatted(mesh.total.median / raw.total.median)) "
                         + "spread_median=\(formatted(mesh.spread.median / raw.spread.median))")
                 }
@@ -125,7 +125,7 @@ enum FanoutBench {
             do {
                 try ResultsFile.update(path: output, machine: machine, subsection: FanoutReport.heading,
                                        body: FanoutReport.markdown(results, settings))
-                print("wrote \(FanoutReport.heading) to \(output)")
+                say("wrote \(FanoutReport.heading) to \(output)")
             } catch {
                 printError("presence-bench fanout: writing \(output) failed: \(error)")
                 return 1

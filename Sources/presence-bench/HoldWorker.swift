@@ -50,13 +50,17 @@ enum HoldWorker {
         }
         let query = observe == 1 ? "&observe=true" : ""
         let started = monotonicNanoseconds()
-        let opened = pool.openAll(0..<count, maxPending: maxPending, timeout: Double(timeout)) {
+        let parent = getppid()
+        // A worker whose benchmark process died stops by itself instead of holding sessions forever.
+        let shouldStop = { flag.stopped || getppid() != parent }
+        let opened = pool.openAll(0..<count, maxPending: maxPending, timeout: Double(timeout), stop: shouldStop) {
             "/v1/ws?userId=\(prefix)\($0)\(query)"
         }
         let seconds = Double(monotonicNanoseconds() - started) / 1e9
-        print("ready opened=\(opened) failed=\(count - opened) seconds=\(formatted(seconds, 2)) last_failure=\(pool.lastFailure)")
+        print("ready opened=\(opened) failed=\(count - opened) connection_errors=\(pool.failedCount) "
+            + "closed_after_open=\(pool.closedCount) seconds=\(formatted(seconds, 2)) last_failure=\(pool.lastFailure)")
         fflush(nil)
-        loop.run(timeout: Double(holdSeconds)) { flag.stopped }
+        loop.run(timeout: Double(holdSeconds), until: shouldStop)
         // The kernel closes every socket at exit, which ends the sessions as an abrupt close would.
         print("stopping open=\(pool.openCount)")
         fflush(nil)

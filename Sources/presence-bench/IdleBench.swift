@@ -37,7 +37,7 @@ enum IdleBench {
             return 2
         }
         let machine = MachineDescription.current()
-        print("machine: \(machine.markdown)")
+        say("machine: \(machine.markdown)")
         var samples: [Sample] = []
         do {
             let directory = try makeRunDirectory("idle")
@@ -47,7 +47,7 @@ enum IdleBench {
                     defer { group.stopAll() }
                     let sample = try measure(round: round, kind: kind, connections: connections, processes: processes, group)
                     samples.append(sample)
-                    print("idle-rss round=\(round) kind=\(kind) connections=\(sample.connections) "
+                    say("idle-rss round=\(round) kind=\(kind) connections=\(sample.connections) "
                         + "rss_before_kib=\(sample.rssBefore / 1024) rss_after_kib=\(sample.rssAfter / 1024) "
                         + "bytes_per_connection=\(formatted(sample.bytesPerConnection, 0)) node_files=\(sample.nodeFiles) "
                         + "connect_seconds=\(formatted(sample.connectSeconds, 1))")
@@ -60,7 +60,7 @@ enum IdleBench {
         if let output {
             do {
                 try ResultsFile.update(path: output, machine: machine, subsection: heading, body: markdown(samples, processes))
-                print("wrote \(heading) to \(output)")
+                say("wrote \(heading) to \(output)")
             } catch {
                 printError("presence-bench idle-rss: writing \(output) failed: \(error)")
                 return 1

@@ -55,7 +55,7 @@ enum JoinBench {
             return 2
         }
         let machine = MachineDescription.current()
-        print("machine: \(machine.markdown)")
+        say("machine: \(machine.markdown)")
         let outcome: Outcome
         do {
             let directory = try makeRunDirectory("join")
@@ -69,7 +69,7 @@ enum JoinBench {
         if let output = settings.output {
             do {
                 try ResultsFile.update(path: output, machine: machine, subsection: heading, body: markdown(outcome, settings))
-                print("wrote \(heading) to \(output)")
+                say("wrote \(heading) to \(output)")
             } catch {
                 printError("presence-bench join: writing \(output) failed: \(error)")
                 return 1
@@ -83,7 +83,7 @@ enum JoinBench {
         // its file limit allows, so the users per node may be capped below users / nodes.
         let usersPerNode = min((settings.users + settings.nodes - 1) / settings.nodes, settings.maxSessionsPerNode)
         if usersPerNode * settings.nodes < settings.users {
-            print("note: \(settings.users) users need \(settings.users / settings.nodes) sessions per node; "
+            say("note: \(settings.users) users need \(settings.users / settings.nodes) sessions per node; "
                 + "capped at \(usersPerNode), so \(usersPerNode * settings.nodes) users are measured")
         }
         let limits = ["maxSessions": usersPerNode + 50]
@@ -96,7 +96,7 @@ enum JoinBench {
         try waitUntil(timeout: 60, "every node to see \(settings.nodes) members alive") {
             nodes.allSatisfy { $0.aliveMembers() == settings.nodes }
         }
-        print("cluster of \(settings.nodes) nodes formed")
+        say("cluster of \(settings.nodes) nodes formed")
 
         let connectStart = monotonicNanoseconds()
         var opened = 0
@@ -105,7 +105,7 @@ enum JoinBench {
                                               total: usersPerNode, processes: settings.processesPerNode, observe: false,
                                               timeout: 600)
             opened += holders.opened
-            print("node-\(position + 1): \(holders.opened) sessions open in \(formatted(holders.slowestSeconds, 1)) s")
+            say("node-\(position + 1): \(holders.opened) sessions open in \(formatted(holders.slowestSeconds, 1)) s")
         }
         let connectSeconds = Double(monotonicNanoseconds() - connectStart) / 1e9
         let convergeStart = monotonicNanoseconds()
@@ -113,7 +113,7 @@ enum JoinBench {
             nodes.allSatisfy { $0.metric("online_users").map { Int($0) } == opened }
         }
         let convergeSeconds = Double(monotonicNanoseconds() - convergeStart) / 1e9
-        print("\(opened) users online on every node; converged \(formatted(convergeSeconds, 2)) s after the last session opened")
+        say("\(opened) users online on every node; converged \(formatted(convergeSeconds, 2)) s after the last session opened")
         let holderFiles = nodes.map { ProcStats.openFiles($0.pid) ?? -1 }
         let holderRSS = nodes.map { ProcStats.residentBytes($0.pid) ?? -1 }
 
@@ -140,7 +140,7 @@ enum JoinBench {
                 fromReady: Double(heldAt - late.readyAt) / 1e9,
                 rssAtReady: rssAtReady, rssAfter: ProcStats.residentBytes(late.pid) ?? 0)
             joins.append(sample)
-            print("\(late.name): holds \(opened) users \(formatted(sample.fromStart, 3)) s after start "
+            say("\(late.name): holds \(opened) users \(formatted(sample.fromStart, 3)) s after start "
                 + "(\(formatted(sample.fromReady, 3)) s after ready); rss \(sample.rssAtReady / 1024) → \(sample.rssAfter / 1024) KiB; "
                 + "baseline \(baselineRSS / 1024) KiB; bytes per entry \(formatted(Double(sample.rssAfter - baselineRSS) / Double(opened), 1))")
             group.stop(late.child)

@@ -114,6 +114,12 @@ func formatted(_ value: Double, _ digits: Int = 2) -> String {
     String(format: "%.\(digits)f", value)
 }
 
+/// Prints a progress line and flushes it, so it appears at once in a file or pipe too.
+func say(_ text: String) {
+    print(text)
+    fflush(nil)
+}
+
 /// Prints a line to standard error at once.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))

@@ -27,6 +27,8 @@ final class WebSocketPool {
     /// Connections that failed since `openAll` last looked, for retries.
     private var recentFailures: [Int] = []
     private(set) var failedCount = 0
+    /// Connections that closed after their handshake had completed.
+    private(set) var closedCount = 0
     private(set) var lastFailure = ""
     /// Called with the connection index and one whole received message.
     var onMessage: ((Int, UnsafeRawBufferPointer) -> Void)?
@@ -95,14 +97,17 @@ final class WebSocketPool {
         }
     }
 
-    /// Opens connections `indices` with at most `maxPending` handshakes in flight; a failed one is
-    /// retried up to twice. Returns the number open when all finished or `timeout` seconds passed.
-    func openAll(_ indices: Range<Int>, maxPending: Int, timeout: Double, path: (Int) -> String) -> Int {
+    /// Opens connections `indices` with at most `maxPending` handshakes in flight; a connection
+    /// that fails or closes while opening is retried up to twice. Returns the number open when all
+    /// finished, `timeout` seconds passed or `stop` returned true.
+    func openAll(
+        _ indices: Range<Int>, maxPending: Int, timeout: Double, stop: () -> Bool = { false }, path: (Int) -> String
+    ) -> Int {
         var next = indices.lowerBound
         var attempts: [Int: Int] = [:]
         let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
         recentFailures.removeAll()
-        while monotonicNanoseconds() < deadline {
+        while monotonicNanoseconds() < deadline && !stop() {
             var retry: [Int] = []
             for index in recentFailures where indices.contains(index) && attempts[index, default: 0] < 2 {
                 attempts[index, default: 0] += 1
@@ -180,10 +185,24 @@ final class WebSocketPool {
             markFailed(index, text)
 
         case LWS_CALLBACK_CLIENT_CLOSED:
-            if states[index] == .open { openCount -= 1 }
-            if states[index] == .connecting { connectingCount -= 1 }
-            states[index] = .closed
-            wsis[index] = nil
+            if states[index] == .connecting {
+                markFailed(index, "closed during the handshake")
+            } else {
+                if states[index] == .open {
+                    openCount -= 1
+                    closedCount += 1
+                    recentFailures.append(index)
+                }
+                states[index] = .closed
+                wsis[index] = nil
+            }
+
+        case LWS_CALLBACK_WSI_DESTROY:
+            // Some handshake failures end without CLIENT_CONNECTION_ERROR; without this the
+            // connection would count as in flight forever.
+            if states[index] == .connecting {
+                markFailed(index, "destroyed during the handshake")
+            }
 
         default:
             break

@@ -28,9 +28,15 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 let rest = Array(arguments.dropFirst())
 let status: Int32
 switch arguments.first {
-case "fanout": status = FanoutBench.main(rest)
-case "idle-rss": status = IdleBench.main(rest)
-case "join": status = JoinBench.main(rest)
+case "fanout":
+    ChildRegistry.installSignalHandlers()
+    status = FanoutBench.main(rest)
+case "idle-rss":
+    ChildRegistry.installSignalHandlers()
+    status = IdleBench.main(rest)
+case "join":
+    ChildRegistry.installSignalHandlers()
+    status = JoinBench.main(rest)
 case "raw-server": status = RawServer.main(rest)
 case "hold": status = HoldWorker.main(rest)
 case "help", "--help", "-h":
