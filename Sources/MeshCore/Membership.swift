@@ -185,6 +185,8 @@ public struct MemberDirectory: Sendable {
 /// The Lifeguard state of one suspicion: when it started and who confirmed it.
 struct Suspicion: Sendable {
     var startedAt: UInt64
+    /// Monotonic instant this node last sent the suspect a reminder of its suspicion.
+    var lastReminder: UInt64 = 0
     /// Every node whose suspect message about the member reached this one, this node included
     /// when it raised the suspicion. All but the first are independent confirmations.
     var accusers: Set<String> = []

@@ -37,6 +37,7 @@ extension MeshInstance {
     }
 
     mutating func runGossipRound(at time: MeshTime) {
+        remindSuspects(at: time)
         sendGossip(fanout: config.gossip.fanout)
         timers.schedule(.gossipRound, at: time.monotonic + config.gossip.gossipIntervalMs)
     }
@@ -48,6 +49,8 @@ extension MeshInstance {
         let payload = pushPullPayload(kind: .request, entriesAbove: [:])
         counters.pushPullsStarted += 1
         output.append(.pushPull(payload: PushPullCodec.encode(payload), to: address))
+        pushPullSerial += 1
+        pushPullsInFlight[address, default: []].append(pushPullSerial)
     }
 
     /// This node's side of a push-pull: every member, its contiguous clocks, and the entries
@@ -154,4 +157,15 @@ func pushPullScaledInterval(_ interval: UInt64, memberCount: Int) -> UInt64 {
     // ceil(log2(N)) − 5 via the bit length of N − 1, which is exact for integers.
     let ceilLog2 = UInt64.bitWidth - UInt64(memberCount - 1).leadingZeroBitCount
     return interval * UInt64(ceilLog2 - 5 + 1)
+}
+
+extension MeshInstance {
+    /// Forgets the oldest push-pull in flight to `address` and returns its serial, nil when none
+    /// was in flight (a reply the shell matched to no request of this run).
+    mutating func finishPushPull(to address: GossipAddress) -> UInt64? {
+        guard var serials = pushPullsInFlight[address], !serials.isEmpty else { return nil }
+        let serial = serials.removeFirst()
+        pushPullsInFlight[address] = serials.isEmpty ? nil : serials
+        return serial
+    }
 }

@@ -15,6 +15,7 @@ extension MeshInstance {
                 guard alive.incarnation > retiredAt else { return false }
                 retiredRuns[replica] = nil
                 presenceState.acceptReplica(replica)
+                noteAccepted(replica, at: time)
             }
             insertMember(alive, at: time, previous: nil)
             return true
@@ -119,6 +120,37 @@ extension MeshInstance {
         enqueueAlive(of: config.name)
     }
 
+    mutating func noteAccepted(_ replica: ReplicaID, at time: MeshTime) {
+        acceptedReplicas = acceptedReplicas.filter { $0.value.at + 60_000 > time.monotonic }
+        acceptedReplicas[replica] = (pushPullSerial, time.monotonic)
+    }
+
+    /// Sends this run's alive straight back to a node that still accuses it at an incarnation it
+    /// has already refuted. That node missed the refutation's gossip (under loss, an epidemic
+    /// misses a few nodes), and would otherwise declare this node dead when its timer runs out.
+    mutating func answerStaleAccusation(_ accusation: MemberAccusation, from address: GossipAddress) {
+        guard accusation.name == config.name, accusation.epoch == epoch, accusation.incarnation < incarnation,
+            !hasLeft, let me = records[config.name]
+        else { return }
+        sendDatagram(leading: [.alive(me.aliveAnnouncement)], to: address)
+    }
+
+    /// Tells every suspect again that it is suspected (Lifeguard buddy system), at most once per
+    /// probe interval each, so a suspect whose refutation did not reach this node sends it
+    /// here directly (see `answerStaleAccusation`) before the suspicion runs out.
+    mutating func remindSuspects(at time: MeshTime) {
+        guard !suspicions.isEmpty, !hasLeft else { return }
+        for name in suspicions.keys.sorted() {
+            guard let suspicion = suspicions[name], let record = records[name], record.member.state == .suspect,
+                time.monotonic >= suspicion.lastReminder + config.gossip.probeIntervalMs
+            else { continue }
+            suspicions[name]?.lastReminder = time.monotonic
+            let accusation = MemberAccusation(
+                name: name, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
+            sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
+        }
+    }
+
     /// Suspects `name` after its probe failed, and gossips the suspicion to the cluster and the
     /// suspect. When `name` is suspected already, the failed probe confirms that suspicion.
     mutating func raiseSuspicion(of name: String, at time: MeshTime) {
@@ -173,6 +205,7 @@ extension MeshInstance {
             if previous == .dead || previous == .left {
                 // The member refuted its death: take its entries again and fetch them now.
                 presenceState.acceptReplica(record.replica)
+                noteAccepted(record.replica, at: time)
                 insertIntoProbeOrder(name)
                 if !hasLeft { startPushPull(to: record.member.gossipAddress) }
             }
@@ -184,7 +217,7 @@ extension MeshInstance {
             // Only members other than this node and the suspect can confirm.
             let confirmers = max(0, min(settings.suspicionConfirmations, liveMemberCount - 2))
             let suspicion = Suspicion(
-                startedAt: time.monotonic, expectedConfirmations: confirmers, minTimeoutMs: minTimeout,
+                startedAt: time.monotonic, lastReminder: time.monotonic, expectedConfirmations: confirmers, minTimeoutMs: minTimeout,
                 maxTimeoutMs: minTimeout * UInt64(settings.suspicionMaxTimeoutMult))
             suspicions[name] = suspicion
             timers.schedule(.suspicionTimeout(name: name), at: suspicion.deadline)

@@ -41,6 +41,14 @@ public struct MeshInstance: Sendable {
     /// Every live member other than this node, in a shuffled round-robin order, plus members
     /// that died since the order was built (skipped when reached).
     var probeOrder: [String] = []
+    /// Serial of the latest push-pull this run started.
+    var pushPullSerial: UInt64 = 0
+    /// Serials of the push-pulls waiting for a reply, per address, oldest first.
+    var pushPullsInFlight: [GossipAddress: [UInt64]] = [:]
+    /// Replicas accepted again after a drop (a refuted death or a retired run's return), with
+    /// the push-pull serial and monotonic instant at that moment, kept for a minute: replies
+    /// to push-pulls started before it must not advance their clocks.
+    var acceptedReplicas: [ReplicaID: (serial: UInt64, at: UInt64)] = [:]
     /// Seed address → name of the alive member found there; see `isAliveSeed`.
     var seedOwners: [GossipAddress: String] = [:]
     /// Seed address → reconnect rounds left before an unknown seed is looked up again.
@@ -175,13 +183,22 @@ public struct MeshInstance: Sendable {
             counters.pushPullsMalformed += 1
             return finish()
         }
-        mergePushPull(reply, at: time)
+        var payload = reply
+        let sentAt = finishPushPull(to: from)
+        // The reply holds only the entries above the clocks this node sent with its request. A
+        // replica dropped and accepted again since then lost entries the reply assumes are here,
+        // so its clock must not advance; the next push-pull fetches its entries.
+        for (replica, accepted) in acceptedReplicas where sentAt.map({ accepted.serial >= $0 }) ?? true {
+            payload.clocks[replica] = nil
+        }
+        mergePushPull(payload, at: time)
         return finish()
     }
 
     /// A `.pushPull` to `to` could not connect, timed out or got no valid reply.
     public mutating func onPushPullFailed(to: GossipAddress, at time: MeshTime) -> [Directive] {
         counters.pushPullsFailed += 1
+        _ = finishPushPull(to: to)
         return finish()
     }
 
@@ -309,8 +326,10 @@ public struct MeshInstance: Sendable {
             case .alive(let alive):
                 if applyAlive(alive, at: time) { enqueueMembership(message, about: alive.name) }
             case .suspect(let accusation):
+                answerStaleAccusation(accusation, from: from)
                 if applySuspect(accusation, at: time) { enqueueMembership(message, about: accusation.name) }
             case .dead(let accusation):
+                answerStaleAccusation(accusation, from: from)
                 if applyDead(accusation, at: time) { enqueueMembership(message, about: accusation.name) }
             case .left(let name, let epoch, let incarnation):
                 if applyLeft(name: name, epoch: epoch, incarnation: incarnation, at: time) {

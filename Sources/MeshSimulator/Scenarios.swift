@@ -182,10 +182,12 @@ public enum Scenarios {
     }
 
     public struct RestartResult: Sendable {
-        /// Times, sampled every 10 ms after the restart, that any node showed the old run's user
-        /// online.
+        /// Times any node reported the old run's user online again after reporting it offline
+        /// following the restart.
         public var resurrections: Int
-        /// Most alive members at one address on any node at any sample.
+        /// Nodes that still showed the old run's user online at the end.
+        public var stillOnlineAtEnd: Int
+        /// Most alive members at one address on any node, sampled every 10 ms.
         public var maxAliveAtOneAddress: Int
         public var converged: Bool
     }
@@ -201,18 +203,31 @@ public enum Scenarios {
         simulation.formCluster(6, settings: settings)
         simulation.openSession(user: "old-user", on: 2)
         simulation.run(forMilliseconds: 2_000)
-        simulation.restart(2)
+        var wentOffline: Set<Int> = []
         var resurrections = 0
+        simulation.onPresenceChanged = { observer, changes, _ in
+            for change in changes where change.userID == "old-user" {
+                if !change.isOnline {
+                    wentOffline.insert(observer)
+                } else if wentOffline.contains(observer) {
+                    resurrections += 1
+                }
+            }
+        }
+        simulation.restart(2)
+        // The restarted run starts with no sessions, so its own view of the user is offline.
+        wentOffline.insert(2)
         var maxAlive = 0
         for _ in 0..<2_000 {
             simulation.run(forMilliseconds: 10)
             for node in 0..<6 {
-                if simulation.instance(node)!.onlineUsers.contains("old-user") { resurrections += 1 }
                 maxAlive = max(maxAlive, simulation.aliveMembersPerAddress(on: node).values.max() ?? 0)
             }
         }
+        let stillOnline = (0..<6).filter { simulation.instance($0)!.onlineUsers.contains("old-user") }.count
         return RestartResult(
-            resurrections: resurrections, maxAliveAtOneAddress: maxAlive, converged: simulation.allSeeEachOtherAlive())
+            resurrections: resurrections, stillOnlineAtEnd: stillOnline, maxAliveAtOneAddress: maxAlive,
+            converged: simulation.allSeeEachOtherAlive())
     }
 
     public struct BurstResult: Sendable {

@@ -84,7 +84,7 @@ func runScenario(_ name: String, seed: UInt64) throws {
         }
     case "restart":
         let result = Scenarios.restart(seed: seed)
-        print("restart at the same address: old sessions seen online \(result.resurrections) times, most alive members at one address \(result.maxAliveAtOneAddress), converged \(result.converged)")
+        print("restart at the same address: old sessions back online \(result.resurrections) times, still online on \(result.stillOnlineAtEnd) nodes at the end, most alive members at one address \(result.maxAliveAtOneAddress), converged \(result.converged)")
     case "burst":
         let result = Scenarios.burst(seed: seed)
         print("5,000 changes on one of 20 nodes: all nodes have all users after \(format(result.convergedMilliseconds)), fewest online \(result.fewestOnline), datagrams \(result.datagramsSent)")
