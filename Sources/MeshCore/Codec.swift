@@ -12,8 +12,9 @@
 // throws `DecodeError`; it never traps on remote input.
 
 /// Version byte at the start of every datagram. Version 1 has message kinds 1 to 10, and its
-/// pings and ping-reqs name the target run by name and epoch.
-let gossipProtocolVersion: UInt8 = 1
+/// pings and ping-reqs name the target run by name and epoch. Version 2 added the version vector
+/// at the end of a custom status record.
+let gossipProtocolVersion: UInt8 = 2
 
 /// Message kinds. The numbers are the wire protocol: append new kinds, never renumber or reuse.
 enum MessageKind: UInt8, Sendable {
@@ -421,6 +422,13 @@ enum GossipCodec {
         writer.writeSigned(record.stamp.wall)
         writer.writeVarint(UInt64(record.stamp.counter))
         writer.writeString(record.stamp.node)
+        let clock = record.clock.sorted { $0.key < $1.key }
+        writer.writeVarint(UInt64(clock.count))
+        for (replica, count) in clock {
+            writer.writeString(replica.name)
+            writer.writeUInt64BigEndian(replica.epoch)
+            writer.writeVarint(count)
+        }
     }
 
     static func readStatus(from reader: inout ByteReader) throws -> StatusRecord {
@@ -435,9 +443,19 @@ enum GossipCodec {
         let wall = try reader.readSigned()
         let counter = try reader.readUInt32(field: "status counter")
         let node = try reader.readString(field: "status node", maxBytes: WireLimits.maxNameBytes)
+        let clockCount = try reader.readVarint()
+        guard clockCount <= UInt64(StatusRecord.maxClockEntries) else {
+            throw DecodeError.valueOutOfRange(field: "status clock count")
+        }
+        var clock: [ReplicaID: UInt64] = [:]
+        for _ in 0..<clockCount {
+            let name = try reader.readString(field: "status clock replica name", maxBytes: WireLimits.maxNameBytes)
+            let epoch = try reader.readUInt64BigEndian()
+            clock[ReplicaID(name: name, epoch: epoch)] = try reader.readVarint()
+        }
         return StatusRecord(
             userID: user, value: CustomStatusValue(status: status, text: text),
-            stamp: StatusStamp(wall: wall, counter: counter, node: node))
+            stamp: StatusStamp(wall: wall, counter: counter, node: node), clock: clock)
     }
 
     static func varintSize(_ value: UInt64) -> Int {

@@ -33,8 +33,18 @@ extension MeshInstance {
             status: truncatedUTF8(status.status, maxBytes: WireLimits.maxStatusBytes),
             text: status.text.map { truncatedUTF8($0, maxBytes: WireLimits.maxStatusTextBytes) })
         let stamp = statusClock.tick(wallNow: time.wall)
+        // The new write follows the user's current status here, so its clock takes that clock
+        // and counts one more write of this replica.
+        var clock = presenceState.statuses[user]?.clock ?? [:]
+        clock[localReplica, default: 0] += 1
+        if clock.count > StatusRecord.maxClockEntries {
+            let kept = clock.filter { $0.key != localReplica }.sorted { ($0.value, $0.key) > ($1.value, $1.key) }
+                .prefix(StatusRecord.maxClockEntries - 1)
+            clock = Dictionary(uniqueKeysWithValues: Array(kept) + [(localReplica, clock[localReplica]!)])
+        }
         let record = StatusRecord(
-            userID: user, value: value, stamp: StatusStamp(wall: stamp.wall, counter: stamp.counter, node: config.name))
+            userID: user, value: value, stamp: StatusStamp(wall: stamp.wall, counter: stamp.counter, node: config.name),
+            clock: clock)
         let result = presenceState.merge([], statuses: [record])
         emit(result.changes)
         broadcasts.enqueue(.status(user), framed: GossipCodec.frame(.customStatus(record)))

@@ -40,11 +40,34 @@ struct StatusStamp: Comparable, Sendable {
     }
 }
 
-/// One write of a user's custom status.
+/// One write of a user's custom status. The writes of one user form a last-writer-wins register
+/// ordered by `clock`: a write that follows another wins over it whatever the wall clocks read,
+/// and of two concurrent writes the one with the larger `stamp` wins.
 struct StatusRecord: Equatable, Sendable {
     var userID: UserID
     var value: CustomStatusValue
     var stamp: StatusStamp
+    /// Version vector of the user's status writes: per replica, how many of them it had written
+    /// when this write was made, counting the writes this one follows.
+    var clock: [ReplicaID: UInt64] = [:]
+
+    /// Most replicas a clock keeps. A write drops the smallest counters beyond it, which can
+    /// only turn an order by clock into an order by `stamp`.
+    static let maxClockEntries = 8
+
+    /// Returns whether `other` wins over this record: its clock dominates this one, or neither
+    /// clock dominates and its stamp is larger.
+    func isSuperseded(by other: StatusRecord) -> Bool {
+        if other.clock != clock {
+            if Self.clock(other.clock, dominates: clock) { return true }
+            if Self.clock(clock, dominates: other.clock) { return false }
+        }
+        return stamp < other.stamp
+    }
+
+    private static func clock(_ upper: [ReplicaID: UInt64], dominates lower: [ReplicaID: UInt64]) -> Bool {
+        lower.allSatisfy { replica, count in (upper[replica] ?? 0) >= count }
+    }
 }
 
 /// The hybrid logical clock that stamps local status writes: never behind the wall clock and
@@ -436,7 +459,7 @@ struct PresenceCRDT: Sendable {
         _ newStatuses: [StatusRecord], into result: inout MergeResult, touched: inout TouchedUsers
     ) {
         for record in newStatuses {
-            if let current = statuses[record.userID], current.stamp >= record.stamp { continue }
+            if let current = statuses[record.userID], !current.isSuperseded(by: record) { continue }
             statuses[record.userID] = record
             result.newStatuses.append(record)
             touched.add(record.userID)

@@ -59,7 +59,7 @@ private func deltas(_ count: Int) -> [GossipMessage] {
     for (kind, number) in expected {
         #expect(kind.rawValue == number)
     }
-    #expect(gossipProtocolVersion == 1)
+    #expect(gossipProtocolVersion == 2)
     #expect(pushPullProtocolVersion == 2)
 }
 
@@ -115,8 +115,8 @@ private func deltas(_ count: Int) -> [GossipMessage] {
 
 @Test func codec_otherVersion_isRejected() {
     var bytes = GossipCodec.encodeDatagram([.ack(sequence: 1)])
-    bytes[0] = 2
-    #expect(throws: DecodeError.unsupportedVersion(2)) { try GossipCodec.decodeDatagram(bytes) }
+    bytes[0] = gossipProtocolVersion + 1
+    #expect(throws: DecodeError.unsupportedVersion(gossipProtocolVersion + 1)) { try GossipCodec.decodeDatagram(bytes) }
 }
 
 @Test func codec_invalidUTF8_isRejected() {

@@ -224,3 +224,56 @@ func merge_twoClusters_everyNodeHoldsAll(perSide: Int) {
         #expect(network.node(address).onlineUsers == expected, "\(address)")
     }
 }
+
+// MARK: - Status register
+
+private let replicaA = ReplicaID(name: "node-a", epoch: 1)
+private let replicaB = ReplicaID(name: "node-b", epoch: 2)
+
+private func status(_ text: String, wall: Int64, node: String, clock: [ReplicaID: UInt64]) -> StatusRecord {
+    StatusRecord(
+        userID: "u", value: CustomStatusValue(status: "away", text: text),
+        stamp: StatusStamp(wall: wall, counter: 0, node: node), clock: clock)
+}
+
+@Test func status_followingWrite_winsOverLargerStamp() {
+    let first = status("first", wall: 1_000, node: "node-a", clock: [replicaA: 1])
+    // Written after seeing `first`, by a node whose stamp reads earlier.
+    let second = status("second", wall: 10, node: "node-b", clock: [replicaA: 1, replicaB: 1])
+    #expect(first.isSuperseded(by: second))
+    #expect(!second.isSuperseded(by: first))
+    for order in [[first, second], [second, first]] {
+        var state = PresenceCRDT()
+        for record in order { _ = state.merge([], statuses: [record]) }
+        #expect(state.view(of: "u").custom?.text == "second")
+    }
+}
+
+@Test func status_concurrentWrites_orderedByStampThenNode() {
+    let early = status("early", wall: 10, node: "node-b", clock: [replicaB: 1])
+    let late = status("late", wall: 20, node: "node-a", clock: [replicaA: 1])
+    #expect(early.isSuperseded(by: late))
+    #expect(!late.isSuperseded(by: early))
+    let tieA = status("a", wall: 20, node: "node-a", clock: [replicaA: 2])
+    let tieB = status("b", wall: 20, node: "node-b", clock: [replicaB: 2])
+    #expect(tieA.isSuperseded(by: tieB))
+    #expect(!tieB.isSuperseded(by: tieA))
+    #expect(!tieA.isSuperseded(by: tieA))
+}
+
+@Test func status_clock_roundTripsInDatagram() throws {
+    let record = status("x", wall: -5, node: "node-a", clock: [replicaA: 3, replicaB: 7])
+    let decoded = try GossipCodec.decodeDatagram(GossipCodec.encodeDatagram([.customStatus(record)]))
+    #expect(decoded == [.customStatus(record)])
+}
+
+@Test func status_writeAfterSeeingAnother_carriesDominatingClock() {
+    let network = TestNetwork.cluster(3)
+    network.skewed(a, by: tenMinutes) { $0.onStatusSet(user: "u", status: CustomStatusValue(status: "away", text: nil), at: $1) }
+    let first = network.node(c).presenceState.statuses["u"]!
+    network.skewed(c, by: -tenMinutes) { $0.onStatusSet(user: "u", status: CustomStatusValue(status: "busy", text: nil), at: $1) }
+    let second = network.node(c).presenceState.statuses["u"]!
+    #expect(second.clock.count == 2)
+    #expect(first.isSuperseded(by: second))
+    #expect(second.clock.allSatisfy { replica, count in count >= (first.clock[replica] ?? 0) })
+}
