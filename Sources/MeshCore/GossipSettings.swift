@@ -43,8 +43,10 @@ public struct GossipSettings: Sendable, Equatable {
     public var pushPullIntervalMs: UInt64
     /// Time between attempts to reach seeds and recently dead members, so that a partitioned
     /// cluster heals by itself: each round push-pulls one random seed that is not known alive or
-    /// one random dead member within `deadMemberRetentionMs`. Two halves of a healed partition
-    /// merge within about one round. Lower heals sooner and sends more push-pulls into a
+    /// one random dead member within `deadMemberRetentionMs`. Dead members are retried with
+    /// probability min(1, 8 / N) per round for N live members, so a cluster sends about 8 such
+    /// push-pulls per round at any size. Two halves of a healed small partition merge within
+    /// about one round. Lower heals sooner and sends more push-pulls into a
     /// partition that is still there.
     public var reconnectIntervalMs: UInt64
     /// How long a dead or left member is remembered (and retried) before it is forgotten.

@@ -112,9 +112,16 @@ extension MeshInstance {
     /// retention, so that a partition heals without an operator.
     mutating func runReconnectRound(at time: MeshTime) {
         var candidates = Set(config.seeds.filter { $0 != config.gossipAddress && !isAliveSeed($0) })
-        for name in records.nonLiveNames {
-            if let record = records[name], record.member.state == .dead {
-                candidates.insert(record.member.gossipAddress)
+        // Each node retries dead members in a round with probability min(1, quota / N), so the
+        // cluster as a whole sends about `deadRetriesPerRound` such push-pulls per round at any
+        // size: every member of a small partition retries every round, while 10,000 nodes do
+        // not all push-pull one crashed node every second.
+        let quota = Double(deadRetriesPerRound) / Double(max(1, liveMemberCount))
+        if !records.nonLiveNames.isEmpty && (quota >= 1 || Double.random(in: 0..<1, using: &random) < quota) {
+            for name in records.nonLiveNames {
+                if let record = records[name], record.member.state == .dead {
+                    candidates.insert(record.member.gossipAddress)
+                }
             }
         }
         if !hasLeft, let target = random.sample(1, from: candidates.sorted()).first {
@@ -150,6 +157,9 @@ extension MeshInstance {
         return false
     }
 }
+
+/// Push-pulls to dead members that a whole cluster sends per reconnect round, on average.
+let deadRetriesPerRound = 8
 
 /// `interval` · (ceil(log2(N) − log2(32)) + 1) for N above 32, else `interval`.
 func pushPullScaledInterval(_ interval: UInt64, memberCount: Int) -> UInt64 {
