@@ -162,6 +162,8 @@ struct PresenceCRDT: Sendable {
     /// Collection horizon per replica: every version above it that this node ever held is here or
     /// superseded by an entry here. Raised by local collection and by merging a whole state.
     private(set) var horizons: [ReplicaID: UInt64] = [:]
+    /// NOTE: status records are never collected, so the state keeps one record per user who
+    /// ever set a custom status.
     private(set) var statuses: [UserID: StatusRecord] = [:]
     /// Replicas whose node is dead, left or replaced by a newer run: their deltas are ignored
     /// until `acceptReplica`.
@@ -274,6 +276,9 @@ struct PresenceCRDT: Sendable {
 
     /// Drops every entry of `replica` and ignores its later deltas. Users left without a live
     /// session go offline with `lastSeen` = `wall`, the time of the event that dropped it.
+    /// NOTE: each node stamps that `lastSeen` with its own clock when it learns of the death, so
+    /// for users of a dead node the nodes report `lastSeen` values that differ by the detection
+    /// delay and clock skew.
     mutating func dropReplica(_ replica: ReplicaID, wall: Int64, at monotonic: UInt64 = 0) -> [UserPresenceState] {
         ignoredReplicas.insert(replica)
         clocks[replica] = nil
@@ -378,8 +383,8 @@ struct PresenceCRDT: Sendable {
         return result
     }
 
-    /// The presence part of a push-pull payload for a peer with contiguous clocks `peerClocks`:
-    /// a summary of every replica with state here, and the entries the peer may lack. A replica
+    /// Returns the presence part of a push-pull payload for a peer with contiguous clocks
+    /// `peerClocks`: a summary of every replica with state here, and the entries the peer may lack. A replica
     /// goes whole when the peer's clock of it is below its horizon here, because then the peer
     /// may hold an entry whose tombstone was collected here. With nil `peerClocks` (a request)
     /// every replica goes whole.
