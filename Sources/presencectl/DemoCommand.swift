@@ -291,7 +291,7 @@ final class DemoScenario {
         var table = TextTable("OBSERVER ON", "THAT NODE", "USER", "EVENTS (local time, status)")
         for node in cluster.nodes {
             guard let observer = observers[node.name] else { continue }
-            let fate = fates[node.name] ?? "ran to the end"
+            let fate = fates[node.name] ?? "running at the end"
             for user in userIds {
                 let events = observer.presenceArrivals(for: user).map { arrival in
                     "\(timeOfDay(arrival.date)) \(arrival.presence!.status.rawValue)"

@@ -101,10 +101,20 @@ final class ScenarioCluster {
     }
 
     /// Stops every node still running with SIGTERM, then SIGKILL after 3 s, by PID, and removes
-    /// the PID files. Returns the names of the nodes it stopped.
+    /// the PID files. Returns the names of the nodes it stopped, leaving out those that had
+    /// already exited, such as a node killed right before.
     @discardableResult
     func stopAll() -> [String] {
-        let running = manifest.nodes.filter { pids[$0.name] != nil }
+        var running: [ClusterNode] = []
+        for node in manifest.nodes {
+            guard let pid = pids[node.name] else { continue }
+            if ProcessControl.exitDescription(of: pid) != nil {
+                pids[node.name] = nil
+                directory.removePID(of: node)
+            } else {
+                running.append(node)
+            }
+        }
         ProcessControl.terminate(running.compactMap { pids[$0.name] }, grace: .seconds(3))
         for node in running {
             pids[node.name] = nil
