@@ -218,11 +218,15 @@ extension NodeConfig {
         if let value = gossip.integer("deadMemberRetentionMs", in: 0...(24 * hour), &problems) {
             config.gossip.deadMemberRetentionMs = UInt64(value)
         }
+        if let value = gossip.integer("tombstoneRetentionMs", in: 0...(24 * hour), &problems) {
+            config.gossip.tombstoneRetentionMs = UInt64(value)
+        }
         if let value = gossip.integer("maxPacketBytes", in: 512...65_000, &problems) { config.gossip.maxPacketBytes = value }
         gossip.reportUnknown(
             &problems,
             known: "preset, probeIntervalMs, probeTimeoutMs, indirectChecks, suspicionMult, suspicionMaxTimeoutMult, "
-                + "suspicionConfirmations, retransmitMult, gossipIntervalMs, fanout, pushPullIntervalMs, reconnectIntervalMs, deadMemberRetentionMs, maxPacketBytes")
+                + "suspicionConfirmations, retransmitMult, gossipIntervalMs, fanout, pushPullIntervalMs, reconnectIntervalMs, deadMemberRetentionMs, "
+                + "tombstoneRetentionMs, maxPacketBytes")
     }
 
     private static func parseLimits(_ limits: inout JSONFields, into config: inout NodeConfig, _ problems: inout [String]) {
