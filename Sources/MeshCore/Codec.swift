@@ -122,9 +122,8 @@ struct ByteWriter {
     /// Writes a length-prefixed string. Callers keep strings within the field's limit, because
     /// the decoder rejects longer ones.
     mutating func writeString(_ value: String) {
-        let utf8 = Array(value.utf8)
-        writeVarint(UInt64(utf8.count))
-        bytes.append(contentsOf: utf8)
+        writeVarint(UInt64(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
     }
 
     mutating func writeBytes(_ value: [UInt8]) {

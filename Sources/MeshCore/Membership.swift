@@ -102,7 +102,13 @@ struct MemberTable: Sendable {
         count = 0
     }
 
+    /// Gossip address → name in the directory the table started from; empty otherwise.
+    private(set) var sharedNameByAddress: [GossipAddress: String] = [:]
+    private var sharedSortedNames: [String] = []
+
     init(directory: MemberDirectory) {
+        sharedNameByAddress = directory.nameByAddress
+        sharedSortedNames = directory.sortedNames
         shared = directory.records
         nonLiveNames = directory.nonLiveNames
         count = directory.records.count
@@ -110,8 +116,8 @@ struct MemberTable: Sendable {
 
     subscript(name: String) -> MemberRecord? {
         get {
-            if let record = changed[name] { return record }
-            if shared.isEmpty || removed.contains(name) { return nil }
+            if !changed.isEmpty, let record = changed[name] { return record }
+            if shared.isEmpty || (!removed.isEmpty && removed.contains(name)) { return nil }
             return shared[name]
         }
         set {
@@ -147,6 +153,30 @@ struct MemberTable: Sendable {
     var sortedNames: [String] {
         records.map(\.member.name).sorted()
     }
+
+    /// Every record, ordered by name. A table started from a directory merges the directory's
+    /// sorted names with its own few changes instead of sorting N records.
+    var sortedRecords: [MemberRecord] {
+        guard !shared.isEmpty else {
+            return changed.values.sorted { $0.member.name < $1.member.name }
+        }
+        let extra = changed.keys.filter { shared[$0] == nil }.sorted()
+        var result: [MemberRecord] = []
+        result.reserveCapacity(count)
+        var extraIndex = 0
+        for name in sharedSortedNames {
+            while extraIndex < extra.count && extra[extraIndex] < name {
+                result.append(changed[extra[extraIndex]]!)
+                extraIndex += 1
+            }
+            if let record = self[name] { result.append(record) }
+        }
+        while extraIndex < extra.count {
+            result.append(changed[extra[extraIndex]]!)
+            extraIndex += 1
+        }
+        return result
+    }
 }
 
 /// A member table that many instances can start from at once, as if each had already joined
@@ -155,6 +185,7 @@ struct MemberTable: Sendable {
 public struct MemberDirectory: Sendable {
     let records: [String: MemberRecord]
     let nonLiveNames: Set<String>
+    let nameByAddress: [GossipAddress: String]
     let liveCount: Int
     /// Names sorted, so that each instance shuffles them into its probe order deterministically.
     let sortedNames: [String]
@@ -165,15 +196,18 @@ public struct MemberDirectory: Sendable {
         var records: [String: MemberRecord] = [:]
         records.reserveCapacity(members.count)
         var nonLive: Set<String> = []
+        var nameByAddress: [GossipAddress: String] = [:]
         var live = 0
         for (member, startedAt) in members {
             precondition(records[member.name] == nil, "member directory lists \(member.name) twice")
             let record = MemberRecord(member: member, startedAt: startedAt, stateChangedAt: 0)
             records[member.name] = record
+            nameByAddress[member.gossipAddress] = member.name
             if record.isLive { live += 1 } else { nonLive.insert(member.name) }
         }
         self.records = records
         self.nonLiveNames = nonLive
+        self.nameByAddress = nameByAddress
         self.liveCount = live
         self.sortedNames = records.keys.sorted()
     }

@@ -58,7 +58,7 @@ extension MeshInstance {
     func pushPullPayload(kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64]) -> PushPullPayload {
         var payload = PushPullPayload(
             kind: kind, senderName: config.name, senderEpoch: epoch,
-            members: records.records.sorted { $0.member.name < $1.member.name }.map(\.snapshot),
+            members: records.sortedRecords.map(\.snapshot),
             clocks: [:], entries: [], statuses: [])
         addPresence(to: &payload, peerClocks: kind == .request ? nil : peerClocks)
         return payload
@@ -145,6 +145,13 @@ extension MeshInstance {
         guard seedScanCountdown[address, default: 0] == 0 else {
             seedScanCountdown[address]! -= 1
             return false
+        }
+        // A table started from a directory looks the address up in the directory's index first.
+        if let name = records.sharedNameByAddress[address], let record = records[name],
+            record.member.state == .alive, record.member.gossipAddress == address
+        {
+            seedOwners[address] = name
+            return true
         }
         let owner = records.records.first { $0.member.state == .alive && $0.member.gossipAddress == address }
         if let owner {

@@ -19,6 +19,9 @@ public final class Simulation {
         var seeds: [GossipAddress]
         var settings: GossipSettings
         var instance: MeshInstance?
+        /// Whether `instance` is set. Checked instead of `instance != nil`, which copies the whole
+        /// instance value in optimised builds.
+        var isUp = false
         /// Raised at every crash and restart; deliveries for an earlier run are dropped.
         var run: UInt32 = 0
         var isPaused = false
@@ -160,7 +163,7 @@ public final class Simulation {
     }
 
     public func isRunning(_ node: Int) -> Bool {
-        nodes[node].instance != nil
+        nodes[node].isUp
     }
 
     public func isPaused(_ node: Int) -> Bool {
@@ -173,9 +176,10 @@ public final class Simulation {
 
     /// Starts a node's run with a fresh epoch; it joins through its seeds.
     public func start(_ node: Int) {
-        precondition(nodes[node].instance == nil, "\(nodes[node].name) is running already")
+        precondition(!nodes[node].isUp, "\(nodes[node].name) is running already")
         nodes[node].run += 1
         nodes[node].instance = makeInstance(node, epoch: random.next())
+        nodes[node].isUp = true
         let time = meshTime
         deliver(to: node) { $0.onStart(at: time) }
     }
@@ -200,6 +204,7 @@ public final class Simulation {
         for index in nodes.indices {
             nodes[index].run += 1
             nodes[index].instance = makeInstance(index, epoch: epochs[index])
+            nodes[index].isUp = true
             deliver(to: index) { $0.onStart(at: time, members: directory) }
         }
     }
@@ -207,6 +212,7 @@ public final class Simulation {
     /// Crashes a node: it stops at once, and everything sent to it is lost.
     public func crash(_ node: Int) {
         nodes[node].instance = nil
+        nodes[node].isUp = false
         nodes[node].run += 1
         nodes[node].isPaused = false
         nodes[node].deferred = []
@@ -216,14 +222,14 @@ public final class Simulation {
 
     /// Crashes the node if it runs, and starts a new run (new epoch) at the same address.
     public func restart(_ node: Int) {
-        if nodes[node].instance != nil { crash(node) }
+        if nodes[node].isUp { crash(node) }
         start(node)
     }
 
     /// Stops a node from processing anything, as SIGSTOP does. Datagrams queue in its receive
     /// buffer up to `receiveBufferBytes` and are dropped beyond; push-pull connections wait.
     public func pause(_ node: Int) {
-        guard nodes[node].instance != nil else { return }
+        guard nodes[node].isUp else { return }
         nodes[node].isPaused = true
     }
 
@@ -399,7 +405,7 @@ public final class Simulation {
             deliver(to: index) { $0.onTick(at: time) }
         case .datagram(let to, let run, let from, let bytes):
             let index = Int(to)
-            guard nodes[index].run == run, nodes[index].instance != nil else { return }
+            guard nodes[index].run == run, nodes[index].isUp else { return }
             if recordsTrace { mixTrace(1, UInt64(from), UInt64(to), bytes) }
             if nodes[index].isPaused {
                 guard nodes[index].deferredDatagramBytes + bytes.count <= receiveBufferBytes else {
@@ -414,7 +420,7 @@ public final class Simulation {
         case .pushPullRequest(let id):
             guard let pushPull = pushPulls[id] else { return }
             let target = Int(pushPull.target)
-            guard nodes[target].run == pushPull.targetRun, nodes[target].instance != nil else {
+            guard nodes[target].run == pushPull.targetRun, nodes[target].isUp else {
                 // The target crashed while the request was on its way: connection reset.
                 failPushPull(id, after: link(from: target, to: Int(pushPull.requester)).latency.sample(using: &random))
                 return
@@ -427,7 +433,7 @@ public final class Simulation {
         case .pushPullReply(let id):
             guard let pushPull = pushPulls[id] else { return }
             let requester = Int(pushPull.requester)
-            guard nodes[requester].run == pushPull.requesterRun, nodes[requester].instance != nil else {
+            guard nodes[requester].run == pushPull.requesterRun, nodes[requester].isUp else {
                 pushPulls[id] = nil
                 return
             }
@@ -439,7 +445,7 @@ public final class Simulation {
         case .pushPullFailed(let id):
             guard let pushPull = pushPulls[id] else { return }
             let requester = Int(pushPull.requester)
-            guard nodes[requester].run == pushPull.requesterRun, nodes[requester].instance != nil else {
+            guard nodes[requester].run == pushPull.requesterRun, nodes[requester].isUp else {
                 pushPulls[id] = nil
                 return
             }
@@ -464,7 +470,7 @@ public final class Simulation {
     private func handlePushPullRequest(_ id: UInt64) {
         guard var pushPull = pushPulls[id] else { return }
         let target = Int(pushPull.target)
-        guard nodes[target].run == pushPull.targetRun, nodes[target].instance != nil else {
+        guard nodes[target].run == pushPull.targetRun, nodes[target].isUp else {
             failPushPull(id, after: 0)
             return
         }
@@ -516,7 +522,7 @@ public final class Simulation {
 
     /// Runs one event on a node's instance and executes the directives it returns.
     private func deliver(to node: Int, _ event: (inout MeshInstance) -> [Directive]) {
-        guard nodes[node].instance != nil, !nodes[node].isPaused else { return }
+        guard nodes[node].isUp, !nodes[node].isPaused else { return }
         let directives = event(&nodes[node].instance!)
         for directive in directives {
             execute(directive, from: node)
@@ -570,7 +576,7 @@ public final class Simulation {
             if isBlocked(from: node, to: to) || isBlocked(from: to, to: node) {
                 // The handshake never completes: the shell's timeout reports the failure.
                 failPushPull(id, after: pushPullTimeoutMicroseconds)
-            } else if nodes[to].instance == nil {
+            } else if !nodes[to].isUp {
                 // Nothing listens at the address: the connection is refused after a round trip.
                 failPushPull(id, after: 2 * oneWay)
             } else {
