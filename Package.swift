@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "MeshSimulatorTests", dependencies: ["MeshSimulator", "MeshCore"]),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["PresenceClient", "PresenceProtocol"]
+            dependencies: ["PresenceClient", "PresenceProtocol", "MeshNode"]
         ),
     ]
 )

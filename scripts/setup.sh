@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages PresenceMesh builds against, when any is missing.
+# Installs the Debian packages PresenceMesh builds against, when any is missing,
+# and checks that the Swift toolchain is on the PATH.
 set -euo pipefail
+
+if ! command -v swift >/dev/null 2>&1; then
+  echo "swift was not found on PATH; install Swift 6 (swift.org) and run this again." >&2
+  exit 1
+fi
 
 packages=(libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libssl-dev pkg-config)
 missing=()
@@ -21,8 +27,3 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 $sudo apt-get update -qq
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-
-if ! command -v swift >/dev/null 2>&1; then
-  echo "swift was not found on PATH; install Swift 6 (swift.org) and run this again." >&2
-  exit 1
-fi

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 swift build --build-tests
-swift test --skip-build --parallel --num-workers 2 "$@"
+swift test --skip-build "$@"

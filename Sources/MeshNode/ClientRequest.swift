@@ -35,7 +35,7 @@ enum ClientRequestDecoder {
         }
         var requestID: String?
         if let rawID = object["id"], !(rawID is NSNull) {
-            guard let text = rawID as? String, !(rawID is Bool) else {
+            guard let text = rawID as? String else {
                 return .failure(RequestError(code: "invalid_message", message: "\"id\" must be a string", requestID: nil))
             }
             requestID = text

@@ -38,6 +38,13 @@ struct HTTPResponse {
     }
 }
 
+/// Who a WebSocket upgrade was accepted for.
+struct UpgradeGrant {
+    var userID: String
+    /// The session watches without making its user online.
+    var isObserver: Bool
+}
+
 /// Why a WebSocket upgrade was rejected: sent as the HTTP status and body.
 struct UpgradeRejection: Error {
     var status: UInt32
@@ -123,10 +130,10 @@ final class ClientSession {
 
 /// Receives what happens on the client port.
 protocol ClientServerDelegate: AnyObject {
-    /// Returns the response to a plain HTTP GET.
-    func respond(path: String, query: [String: String]) -> HTTPResponse
-    /// Decides whether a WebSocket upgrade may proceed; returns the user ID it authenticates.
-    func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<String, UpgradeRejection>
+    /// Returns the response to a plain HTTP GET; `authorization` is the request's Authorization header.
+    func respond(path: String, query: [String: String], authorization: String?) -> HTTPResponse
+    /// Decides whether a WebSocket upgrade may proceed, and for which user.
+    func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<UpgradeGrant, UpgradeRejection>
     func sessionOpened(_ session: ClientSession)
     func sessionReceived(_ session: ClientSession, message: [UInt8])
     /// Reports a client message that was discarded because it was binary or over the size limit.
@@ -219,16 +226,26 @@ final class ClientServer {
                     + "\"unable to load evlib plugin evlib_uv\", install the Debian package libwebsockets-evlib-uv; "
                     + "otherwise the address may be in use.")
         }
-        guard let vhost = lws_get_vhost_by_name(context, "default") else {
-            throw StartupError(message: "clientListen \(address): the WebSocket server has no listening vhost")
-        }
-        let listenPort = lws_get_vhost_listen_port(vhost)
-        guard listenPort > 0 else {
+        guard let vhost = lws_get_vhost_by_name(context, "default"), lws_get_vhost_listen_port(vhost) > 0 else {
             lws_context_destroy(context)
             self.context = nil
-            throw StartupError(message: "clientListen \(address): listen failed (the address may be in use)")
+            throw StartupError(message: "clientListen \(address): TCP listen failed: \(Self.listenFailureReason(address))")
         }
+        let listenPort = lws_get_vhost_listen_port(vhost)
         port = UInt16(listenPort)
+    }
+
+    /// Binds a throwaway socket to `address` to learn why lws could not listen there; lws only logs it.
+    private static func listenFailureReason(_ address: HostPort) -> String {
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard probe >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(probe) }
+        var socketAddress = sockaddr_in()
+        uv_ip4_addr(address.host, Int32(address.port), &socketAddress)
+        let result = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return result == 0 ? "unknown reason (see the libwebsockets lines above)" : String(cString: strerror(errno))
     }
 
     /// Sends libwebsockets' own errors and warnings to stderr as log lines of ours; its notices
@@ -273,7 +290,9 @@ final class ClientServer {
         switch reason {
         case LWS_CALLBACK_HTTP:
             let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
-            let response = delegate?.respond(path: path, query: Self.queryArguments(wsi)) ?? .text("unavailable\n", status: 503)
+            let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
+            let response = delegate?.respond(path: path, query: Self.queryArguments(wsi), authorization: authorization)
+                ?? .text("unavailable\n", status: 503)
             return startResponse(wsi, slot, response)
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -299,12 +318,11 @@ final class ClientServer {
             let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
             let query = Self.queryArguments(wsi)
             guard let slot, let delegate,
-                case .success(let userID) = delegate.authorizeUpgrade(path: path, query: query, authorization: authorization)
+                case .success(let grant) = delegate.authorizeUpgrade(path: path, query: query, authorization: authorization)
             else { return -1 }
             nextSessionNumber += 1
-            let observe = query["observe"] == "true" || query["observe"] == "1"
             let session = ClientSession(
-                id: "\(sessionPrefix)-\(nextSessionNumber)", userID: userID, wsi: wsi, isObserver: observe)
+                id: "\(sessionPrefix)-\(nextSessionNumber)", userID: grant.userID, wsi: wsi, isObserver: grant.isObserver)
             session.server = self
             slot.pointee = Unmanaged.passRetained(session).toOpaque()
             sessions[session.id] = session

@@ -52,7 +52,8 @@ extension NodeConfig {
         var object: [String: Any] = [:]
         if let configPath {
             guard let data = FileManager.default.contents(atPath: configPath) else {
-                throw ConfigError(problems: ["config file \(configPath) cannot be read"])
+                let reason = access(configPath, F_OK) == 0 ? "permission denied or not a regular file" : "no such file"
+                throw ConfigError(problems: ["config file \(configPath) cannot be read: \(reason)"])
             }
             do {
                 guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -111,18 +112,18 @@ extension NodeConfig {
         }
         if let text = root.string("clientListen", &problems) {
             if let address = HostPort(text) { config.clientListen = address } else {
-                problems.append("clientListen must be IPv4HOST:PORT such as 127.0.0.1:7101, got \"\(text)\"")
+                problems.append("clientListen must be HOST:PORT with an IPv4 host, such as 127.0.0.1:7101, got \"\(text)\"")
             }
         }
         if let text = root.string("gossipListen", &problems) {
             if let address = HostPort(text) { config.gossipListen = address } else {
-                problems.append("gossipListen must be IPv4HOST:PORT such as 127.0.0.1:7201, got \"\(text)\"")
+                problems.append("gossipListen must be HOST:PORT with an IPv4 host, such as 127.0.0.1:7201, got \"\(text)\"")
             }
         }
         if let seeds = root.strings("seeds", &problems) {
             for seed in seeds {
                 if let address = HostPort(seed), address.port != 0 { config.seeds.append(address) } else {
-                    problems.append("seeds must hold IPv4HOST:PORT entries with a port above 0, got \"\(seed)\"")
+                    problems.append("seeds must contain HOST:PORT entries with an IPv4 host and a port from 1 to 65535, got \"\(seed)\"")
                 }
             }
         }

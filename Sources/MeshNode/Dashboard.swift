@@ -16,6 +16,8 @@ enum Dashboard {
     <h2>Users (<span id="count">0</span> online)</h2><table><thead><tr><th>user</th><th>status</th><th>last seen</th></tr></thead><tbody id="users"></tbody></table>
     <script>
     const users = new Map();
+    // With token authentication on, open the page as /?token=JWT; the token is sent with every request.
+    const token = new URLSearchParams(location.search).get("token");
     const text = (value) => document.createTextNode(value == null ? "" : String(value));
     function row(cells) { const tr = document.createElement("tr"); for (const cell of cells) { const td = document.createElement("td"); td.append(cell); tr.append(td); } return tr; }
     function renderUsers() {
@@ -30,13 +32,15 @@ enum Dashboard {
     }
     async function refreshMembers() {
       try {
-        const members = await (await fetch("/v1/cluster/members")).json();
+        const response = await fetch("/v1/cluster/members", token ? {headers: {Authorization: "Bearer " + token}} : {});
+        if (response.status === 401) { document.getElementById("status").textContent = "this node requires a token: open this page as /?token=JWT"; return; }
+        const members = await response.json();
         const body = document.getElementById("members"); body.replaceChildren();
         for (const m of members) { const state = document.createElement("span"); state.className = m.state; state.append(text(m.state)); body.append(row([text(m.name), state, text(m.incarnation), text(m.gossipAddr), text(m.clientAddr)])); }
       } catch (error) { document.getElementById("status").textContent = "members unavailable: " + error; }
     }
     function connect() {
-      const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws?userId=dashboard&observe=true");
+      const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws?observe=true&" + (token ? "token=" + encodeURIComponent(token) : "userId=dashboard"));
       socket.onopen = () => socket.send(JSON.stringify({type: "presence.subscribe", id: "all", payload: {userIds: "*"}}));
       socket.onmessage = (message) => {
         const event = JSON.parse(message.data);

@@ -20,12 +20,13 @@ enum EventEncoding {
         "{\"type\":\"user.presence\",\"payload\":\(presencePayload(presence))}"
     }
 
-    static func snapshotPayload(_ users: [UserPresenceState]) -> String {
-        "{\"users\":[" + users.map(presencePayload).joined(separator: ",") + "]}"
+    /// A snapshot payload; `truncated` adds `"truncated":true` when `limits.maxSnapshotUsers` cut the list.
+    static func snapshotPayload(_ users: [UserPresenceState], truncated: Bool = false) -> String {
+        "{\"users\":[" + users.map(presencePayload).joined(separator: ",") + "]" + (truncated ? ",\"truncated\":true}" : "}")
     }
 
-    static func snapshot(_ users: [UserPresenceState], requestID: String?) -> String {
-        "{\"type\":\"presence.snapshot\"\(idField(requestID)),\"payload\":\(snapshotPayload(users))}"
+    static func snapshot(_ users: [UserPresenceState], truncated: Bool = false, requestID: String?) -> String {
+        "{\"type\":\"presence.snapshot\"\(idField(requestID)),\"payload\":\(snapshotPayload(users, truncated: truncated))}"
     }
 
     static func sessionReady(sessionID: String, userID: String, node: String) -> String {

@@ -8,7 +8,7 @@ enum JWT {
     }
 
     /// Returns the `sub` claim of `token` when its signature matches one of `secrets`, its header
-    /// says HS256, and `exp`/`nbf` (seconds since 1970) admit `nowSeconds`.
+    /// names HS256, it has an `exp`, and `exp`/`nbf` (seconds since 1970) admit `nowSeconds`.
     static func verifyHS256(_ token: String, secrets: [String], nowSeconds: Int64) -> Result<String, Problem> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return .failure(Problem(message: "a JWT has three dot-separated parts")) }
@@ -28,14 +28,16 @@ enum JWT {
         guard let claimBytes = base64URLDecode(parts[1]),
             let claims = try? JSONSerialization.jsonObject(with: Data(claimBytes)) as? [String: Any]
         else { return .failure(Problem(message: "payload is not base64url-encoded JSON")) }
-        if let exp = claims["exp"] {
-            guard let seconds = (exp as? NSNumber)?.int64Value, !(exp is Bool) else {
-                return .failure(Problem(message: "exp must be a number"))
-            }
-            guard nowSeconds < seconds else { return .failure(Problem(message: "token expired")) }
+        // A token without an expiry would stay valid forever once leaked, so `exp` is required.
+        guard let exp = claims["exp"] else {
+            return .failure(Problem(message: "exp claim is missing; tokens must carry an expiry time"))
         }
+        guard let expiry = (exp as? NSNumber)?.int64Value, !isJSONBoolean(exp) else {
+            return .failure(Problem(message: "exp must be a number"))
+        }
+        guard nowSeconds < expiry else { return .failure(Problem(message: "token expired")) }
         if let nbf = claims["nbf"] {
-            guard let seconds = (nbf as? NSNumber)?.int64Value, !(nbf is Bool) else {
+            guard let seconds = (nbf as? NSNumber)?.int64Value, !isJSONBoolean(nbf) else {
                 return .failure(Problem(message: "nbf must be a number"))
             }
             guard nowSeconds >= seconds else { return .failure(Problem(message: "token not valid yet (nbf)")) }

@@ -104,6 +104,13 @@ public struct StartupError: Error, CustomStringConvertible {
     public var description: String { "cannot start: \(message)" }
 }
 
+/// Tells JSON booleans from numbers in `JSONSerialization` output. On Linux the numbers 0 and 1
+/// also satisfy `is Bool`, so the check reads the stored C type instead (`c` for a boolean).
+func isJSONBoolean(_ value: Any) -> Bool {
+    guard let number = value as? NSNumber else { return false }
+    return String(cString: number.objCType) == "c"
+}
+
 /// Reads a JSON object field by field, recording problems with the field's full path, and
 /// reports fields it was never asked about as unknown.
 struct JSONFields {
@@ -143,7 +150,7 @@ struct JSONFields {
 
     mutating func integer(_ key: String, in range: ClosedRange<Int>, _ problems: inout [String]) -> Int? {
         guard let raw = value(key) else { return nil }
-        guard !(raw is Bool), let number = raw as? NSNumber,
+        guard !isJSONBoolean(raw), let number = raw as? NSNumber,
             let integer = Int(exactly: number.doubleValue)
         else {
             problems.append("\(name(key)) must be an integer from \(range.lowerBound) to \(range.upperBound)")

@@ -4,7 +4,7 @@ import MeshCore
 import PresenceProtocol
 
 extension PresenceNode: ClientServerDelegate {
-    func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<String, UpgradeRejection> {
+    func authorizeUpgrade(path: String, query: [String: String], authorization: String?) -> Result<UpgradeGrant, UpgradeRejection> {
         guard !isStopping else {
             return .failure(UpgradeRejection(status: 503, message: "node is shutting down"))
         }
@@ -15,6 +15,13 @@ extension PresenceNode: ClientServerDelegate {
         guard clientServer.sessions.count < config.limits.maxSessions else {
             return .failure(UpgradeRejection(status: 503, message: "node already has its maximum of \(config.limits.maxSessions) sessions (limits.maxSessions); try another node"))
         }
+        let isObserver: Bool
+        switch query["observe"]?.lowercased() {
+        case nil, "false", "0": isObserver = false
+        case "true", "1": isObserver = true
+        case let other?:
+            return .failure(UpgradeRejection(status: 400, message: "observe must be true or false, got \"\(other.prefix(32))\""))
+        }
         let userID: String
         switch config.auth.mode {
         case .none:
@@ -23,24 +30,36 @@ extension PresenceNode: ClientServerDelegate {
             }
             userID = id
         case .hs256:
-            let token: String?
-            if let authorization, authorization.hasPrefix("Bearer ") {
-                token = String(authorization.dropFirst("Bearer ".count))
-            } else {
-                token = query["token"]
-            }
-            guard let token else {
-                return .failure(UpgradeRejection(status: 401, message: "missing token: send Authorization: Bearer TOKEN or ?token=TOKEN"))
-            }
-            switch JWT.verifyHS256(token, secrets: config.auth.secrets, nowSeconds: PresenceNode.wallClockMilliseconds() / 1000) {
+            switch authenticate(query: query, authorization: authorization) {
+            case .failure(let rejection): return .failure(rejection)
             case .success(let subject): userID = subject
-            case .failure(let problem): return .failure(UpgradeRejection(status: 401, message: "invalid token: \(problem.message)"))
+            }
+            if let claimed = query["userId"], claimed != userID {
+                return .failure(UpgradeRejection(status: 400, message: "userId \"\(claimed.prefix(128))\" does not match the token's sub; leave userId out"))
             }
         }
         if let problem = UserIDRules.validationError(userID) {
             return .failure(UpgradeRejection(status: 400, message: "invalid userId: \(problem)"))
         }
-        return .success(userID)
+        return .success(UpgradeGrant(userID: userID, isObserver: isObserver))
+    }
+
+    /// Verifies the JWT of a request in `hs256` mode, from `Authorization: Bearer` or `?token=`,
+    /// and returns its subject.
+    func authenticate(query: [String: String], authorization: String?) -> Result<String, UpgradeRejection> {
+        let token: String?
+        if let authorization, authorization.hasPrefix("Bearer ") {
+            token = String(authorization.dropFirst("Bearer ".count))
+        } else {
+            token = query["token"]
+        }
+        guard let token else {
+            return .failure(UpgradeRejection(status: 401, message: "missing token: send Authorization: Bearer TOKEN or ?token=TOKEN"))
+        }
+        switch JWT.verifyHS256(token, secrets: config.auth.secrets, nowSeconds: PresenceNode.wallClockMilliseconds() / 1000) {
+        case .success(let subject): return .success(subject)
+        case .failure(let problem): return .failure(UpgradeRejection(status: 401, message: "invalid token: \(problem.message)"))
+        }
     }
 
     func sessionOpened(_ session: ClientSession) {
@@ -95,7 +114,8 @@ extension PresenceNode: ClientServerDelegate {
                 }
             }
             // The snapshot is queued before any later event, so the stream continues from it.
-            session.send(OutgoingFrame(EventEncoding.snapshot(allOnlineUsers(), requestID: requestID)))
+            let (users, truncated) = allOnlineUsers()
+            session.send(OutgoingFrame(EventEncoding.snapshot(users, truncated: truncated, requestID: requestID)))
             subscriptions.subscribeToAll(session)
 
         case .subscribe(.users(let ids)):
@@ -117,7 +137,8 @@ extension PresenceNode: ClientServerDelegate {
             subscriptions.unsubscribe(session, from: ids)
 
         case .query(.all):
-            session.send(OutgoingFrame(EventEncoding.snapshot(allOnlineUsers(), requestID: requestID)))
+            let (users, truncated) = allOnlineUsers()
+            session.send(OutgoingFrame(EventEncoding.snapshot(users, truncated: truncated, requestID: requestID)))
 
         case .query(.users(let ids)):
             session.send(OutgoingFrame(EventEncoding.snapshot(ids.map(publishedPresence), requestID: requestID)))
@@ -143,11 +164,13 @@ extension PresenceNode: ClientServerDelegate {
         return instance.presence(of: user)
     }
 
-    /// Returns every user online in the published view, sorted by ID and capped at `limits.maxSnapshotUsers`.
-    func allOnlineUsers() -> [UserPresenceState] {
+    /// Returns every user online in the published view, sorted by ID and capped at
+    /// `limits.maxSnapshotUsers`, and whether the cap cut the list.
+    func allOnlineUsers() -> (users: [UserPresenceState], truncated: Bool) {
         var ids = Set(instance.onlineUsers)
         ids.formUnion(pendingOffline.keys)
-        return ids.sorted().prefix(config.limits.maxSnapshotUsers).map(publishedPresence)
+        let users = ids.sorted().prefix(config.limits.maxSnapshotUsers).map(publishedPresence)
+        return (users, ids.count > users.count)
     }
 
     /// Fans presence changes out to subscribers. With `presence.offlineGraceMs` set, an offline

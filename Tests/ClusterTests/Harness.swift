@@ -204,9 +204,13 @@ final class TestClient: @unchecked Sendable {
     private var pump: Task<Void, Never>?
     let label: String
 
-    init(node: NodeProcess, user: String, query: String = "") {
-        label = "\(user)@\(node.name)"
-        let url = URL(string: "ws://\(node.clientAddress)/v1/ws?userId=\(user)\(query)")!
+    convenience init(node: NodeProcess, user: String, query: String = "") {
+        self.init(node: node, pathAndQuery: "/v1/ws?userId=\(user)\(query)", label: "\(user)@\(node.name)")
+    }
+
+    init(node: NodeProcess, pathAndQuery: String, label: String) {
+        self.label = label
+        let url = URL(string: "ws://\(node.clientAddress)\(pathAndQuery)")!
         let stream = transport.connect(to: url, headers: [:])
         let events = self.events
         pump = Task {

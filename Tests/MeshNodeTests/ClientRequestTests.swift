@@ -91,12 +91,16 @@ final class ClientRequestTests: XCTestCase {
         }
         XCTAssertEqual(try JWT.verifyHS256(token(#"{"sub":"alice","exp":2000}"#), secrets: [secret], nowSeconds: 1000).get(), "alice")
         XCTAssertEqual(JWT.verifyHS256(token(#"{"sub":"alice","exp":500}"#), secrets: [secret], nowSeconds: 1000), .failure(.init(message: "token expired")))
-        XCTAssertEqual(JWT.verifyHS256(token(#"{"sub":"alice","nbf":1500}"#), secrets: [secret], nowSeconds: 1000), .failure(.init(message: "token not valid yet (nbf)")))
+        XCTAssertEqual(JWT.verifyHS256(token(#"{"sub":"alice","exp":2000,"nbf":1500}"#), secrets: [secret], nowSeconds: 1000), .failure(.init(message: "token not valid yet (nbf)")))
+        XCTAssertEqual(
+            JWT.verifyHS256(token(#"{"sub":"alice"}"#), secrets: [secret], nowSeconds: 1000),
+            .failure(.init(message: "exp claim is missing; tokens must carry an expiry time")))
+        XCTAssertEqual(try JWT.verifyHS256(token(#"{"sub":"alice","exp":1001}"#), secrets: [secret], nowSeconds: 1000).get(), "alice")
         XCTAssertEqual(
             JWT.verifyHS256(token(#"{"sub":"alice"}"#, secret: "another-secret-of-16"), secrets: [secret], nowSeconds: 1000),
             .failure(.init(message: "signature does not match any configured secret")))
         XCTAssertEqual(JWT.verifyHS256(token(#"{"sub":"alice"}"#, alg: "none"), secrets: [secret], nowSeconds: 1000), .failure(.init(message: "alg must be HS256")))
-        XCTAssertEqual(try JWT.verifyHS256(token(#"{"sub":"bob"}"#, secret: "old-secret-16-bytes"), secrets: [secret, "old-secret-16-bytes"], nowSeconds: 1).get(), "bob")
+        XCTAssertEqual(try JWT.verifyHS256(token(#"{"sub":"bob","exp":2}"#, secret: "old-secret-16-bytes"), secrets: [secret, "old-secret-16-bytes"], nowSeconds: 1).get(), "bob")
         XCTAssertEqual(JWT.verifyHS256("a.b", secrets: [secret], nowSeconds: 1), .failure(.init(message: "a JWT has three dot-separated parts")))
     }
 

@@ -25,6 +25,26 @@ final class NodeConfigTests: XCTestCase {
         XCTAssertEqual(config.presence.offlineGraceMs, 0)
     }
 
+    func testParse_zeroAndOne_areIntegersNotBooleans() throws {
+        let config = try NodeConfig.parse([
+            "name": "n", "presence": ["offlineGraceMs": 0], "limits": ["maxWildcardSubscribers": 1, "maxSessions": 1],
+            "gossip": ["suspicionMult": 1],
+        ])
+        XCTAssertEqual(config.presence.offlineGraceMs, 0)
+        XCTAssertEqual(config.limits.maxWildcardSubscribers, 1)
+        XCTAssertEqual(config.limits.maxSessions, 1)
+        XCTAssertEqual(config.gossip.suspicionMult, 1)
+        XCTAssertTrue(problems(["name": "n", "presence": ["offlineGraceMs": true]]).contains { $0.hasPrefix("presence.offlineGraceMs must be an integer") })
+    }
+
+    func testParse_readmeExample_isValid() throws {
+        let text = #"{"name": "node-1", "clientListen": "127.0.0.1:0", "gossipListen": "127.0.0.1:0", "seeds": ["127.0.0.1:7202"],"#
+            + #" "auth": {"mode": "none"}, "gossip": {"preset": "lan"}, "presence": {"offlineGraceMs": 0},"#
+            + #" "limits": {"maxWildcardSubscribers": 100}, "log": {"level": "info", "format": "logfmt"}}"#
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
+        XCTAssertNoThrow(try NodeConfig.parse(object))
+    }
+
     func testParse_missingName_namesTheField() {
         XCTAssertTrue(problems([:]).contains { $0.hasPrefix("name is missing") })
     }
@@ -42,7 +62,7 @@ final class NodeConfigTests: XCTestCase {
         ])
         XCTAssertTrue(found.contains { $0.hasPrefix("name must be") }, "\(found)")
         XCTAssertTrue(found.contains { $0.hasPrefix("clientListen must be") }, "\(found)")
-        XCTAssertTrue(found.contains { $0.hasPrefix("seeds must hold") }, "\(found)")
+        XCTAssertTrue(found.contains { $0.hasPrefix("seeds must contain") }, "\(found)")
         XCTAssertTrue(found.contains { $0 == "gossip.preset must be lan, wan or local, got \"moon\"" }, "\(found)")
         XCTAssertTrue(found.contains { $0.hasPrefix("gossip.probeTimeoutMs must be an integer") }, "\(found)")
         XCTAssertTrue(found.contains { $0.hasPrefix("log.level must be one of") }, "\(found)")
