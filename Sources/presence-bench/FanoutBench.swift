@@ -179,7 +179,7 @@ enum FanoutBench {
     /// N observing subscribers of one user on a node; a publisher session of that user opens and
     /// closes, and each open and each close is one event.
     static func measureMesh(_ count: Int, _ settings: Settings, _ group: ChildGroup) throws -> FanoutMeasurement {
-        let node = try NodeProcess(group: group, name: "fanout-\(count)", seed: nil,
+        let node = try NodeProcess.start(group: group, name: "fanout-\(count)", seed: nil,
                                    limits: ["maxSessions": count + 100])
         let loop = EventLoop()
         defer { loop.close() }

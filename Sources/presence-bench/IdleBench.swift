@@ -70,7 +70,7 @@ enum IdleBench {
     }
 
     private static func measure(round: Int, kind: String, connections: Int, processes: Int, _ group: ChildGroup) throws -> Sample {
-        let node = try NodeProcess(group: group, name: "idle-\(kind)-\(round)", seed: nil,
+        let node = try NodeProcess.start(group: group, name: "idle-\(kind)-\(round)", seed: nil,
                                    limits: ["maxSessions": connections + 100])
         // Let the node finish starting before the baseline is read.
         usleep(1_000_000)

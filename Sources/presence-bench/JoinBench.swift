@@ -1,7 +1,7 @@
 import Foundation
 
-/// `presence-bench join`: a node joins a loaded cluster late; how long until it holds every online
-/// user, and how much memory each (replica, user) entry costs it.
+/// `presence-bench join`: a node joins a loaded cluster late. Measures how long until it reports
+/// every online user, and how much memory each (replica, user) entry costs it.
 enum JoinBench {
     static let heading = "### A node joining a cluster with 100,000 online users"
     static let targetSeconds = 2.0
@@ -88,10 +88,10 @@ enum JoinBench {
         }
         let limits = ["maxSessions": usersPerNode + 50]
         var nodes: [NodeProcess] = []
-        let first = try NodeProcess(group: group, name: "node-1", seed: nil, limits: limits)
+        let first = try NodeProcess.start(group: group, name: "node-1", seed: nil, limits: limits)
         nodes.append(first)
         for number in stride(from: 2, through: settings.nodes, by: 1) {
-            nodes.append(try NodeProcess(group: group, name: "node-\(number)", seed: first.gossipAddress, limits: limits))
+            nodes.append(try NodeProcess.start(group: group, name: "node-\(number)", seed: first.gossipAddress, limits: limits))
         }
         try waitUntil(timeout: 60, "every node to see \(settings.nodes) members alive") {
             nodes.allSatisfy { $0.aliveMembers() == settings.nodes }
@@ -118,7 +118,7 @@ enum JoinBench {
         let holderRSS = nodes.map { ProcStats.residentBytes($0.pid) ?? -1 }
 
         // The same node config with no seed and no entries, for the memory baseline.
-        let baselineNode = try NodeProcess(group: group, name: "baseline", seed: nil, limits: limits)
+        let baselineNode = try NodeProcess.start(group: group, name: "baseline", seed: nil, limits: limits)
         usleep(2_000_000)
         let baselineRSS = ProcStats.residentBytes(baselineNode.pid) ?? 0
         group.stop(baselineNode.child)
@@ -126,7 +126,7 @@ enum JoinBench {
         var joins: [JoinSample] = []
         for number in 1...settings.joins {
             let seed = nodes[(number - 1) % nodes.count]
-            let late = try NodeProcess(group: group, name: "late-\(number)", seed: seed.gossipAddress, limits: limits)
+            let late = try NodeProcess.start(group: group, name: "late-\(number)", seed: seed.gossipAddress, limits: limits)
             let rssAtReady = ProcStats.residentBytes(late.pid) ?? 0
             var heldAt: UInt64 = 0
             try waitUntil(timeout: 60, "late-\(number) to report \(opened) online users", pollSeconds: 0.01) {

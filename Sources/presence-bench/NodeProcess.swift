@@ -42,6 +42,22 @@ final class NodeProcess {
         gossipAddress = gossip
     }
 
+    /// Starts a node like `init`, trying again up to `attempts` times when it fails to start.
+    /// With port 0 a node may still fail to bind when many client connections hold ephemeral
+    /// ports: it logs "address already in use" for its gossip port.
+    static func start(group: ChildGroup, name: String, seed: String?, limits: [String: Int], attempts: Int = 5) throws -> NodeProcess {
+        var lastError: Error = BenchError("node \(name) was not started")
+        for attempt in 1...attempts {
+            do {
+                return try NodeProcess(group: group, name: attempt == 1 ? name : "\(name)-retry\(attempt)", seed: seed, limits: limits)
+            } catch {
+                printError("\(error); trying again")
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
     /// A gauge or counter from `/metrics`, or nil when the request fails.
     func metric(_ name: String) -> Double? {
         guard let body = HTTPProbe.get(port: clientPort, path: "/metrics") else { return nil }

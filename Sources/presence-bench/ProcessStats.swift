@@ -96,7 +96,8 @@ struct Distribution {
 
     var count: Int { sorted.count }
 
-    /// The nearest-rank percentile: the smallest sample with at least `fraction` of the samples at or below it.
+    /// Returns the nearest-rank percentile: the smallest sample with at least `fraction` of the
+    /// samples at or below it.
     func percentile(_ fraction: Double) -> Double {
         guard !sorted.isEmpty else { return .nan }
         let rank = Int((fraction * Double(sorted.count)).rounded(.up))
