@@ -16,7 +16,7 @@ final class EventLoop {
         uv_timer_start(heartbeat, { _ in }, 2, 2)
     }
 
-    /// Runs the loop until `condition` holds or `timeout` seconds pass; returns whether it holds.
+    /// Runs the loop until `condition` is true or `timeout` seconds pass; returns whether it is true.
     @discardableResult
     func run(timeout: Double, until condition: () -> Bool) -> Bool {
         let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
@@ -48,7 +48,7 @@ final class EventLoop {
     }
 }
 
-/// Whether `pattern` occurs in the `count` bytes at `bytes`.
+/// Returns whether `pattern` occurs in the `count` bytes at `bytes`.
 func bytesContain(_ bytes: UnsafeRawPointer, _ count: Int, _ pattern: StaticString) -> Bool {
     let length = pattern.utf8CodeUnitCount
     guard length > 0, count >= length else { return length == 0 }

@@ -27,7 +27,7 @@ final class EventTracker {
         lastArrival = 0
     }
 
-    /// Records that `subscriber` now holds `count` events in total, the last one `valid`.
+    /// Records that `subscriber` has now received `count` events in total, the last one `valid`.
     func record(_ subscriber: Int, count: Int, valid: Bool) {
         let now = monotonicNanoseconds()
         guard count > received[subscriber] else { return }
@@ -45,7 +45,7 @@ final class EventTracker {
     var isComplete: Bool { receivers == subscribers }
 }
 
-/// What one fan-out batch against one server measured.
+/// Figures of one fan-out batch against one server.
 struct FanoutMeasurement {
     /// First subscriber receiving an event until the last one has it, in microseconds.
     var spread: Distribution
@@ -142,7 +142,7 @@ enum FanoutBench {
             + "unexpected=\(m.unexpected) frame_bytes=\(m.frameBytes ?? 0) \(m.notes.joined(separator: " "))"
     }
 
-    /// Runs the warm-up and measured events. `act(k)` starts event k; `done(k)` says when the
+    /// Runs the warm-up and measured events. `act(k)` starts event k; `done(k)` returns true once the
     /// publisher side of event k has settled, besides every subscriber having it.
     private static func runEvents(
         _ settings: Settings, _ loop: EventLoop, _ tracker: EventTracker, serverPID: pid_t,
@@ -176,8 +176,8 @@ enum FanoutBench {
             serverCPUSeconds: cpu, deliveries: deliveries, unexpected: tracker.unexpected)
     }
 
-    /// N observing subscribers of one user on a node; a publisher session of that user opens and
-    /// closes, and each open and each close is one event.
+    /// Measures N observing subscribers of one user on a node. A publisher session of that user
+    /// opens and closes, and each open and each close is one event.
     static func measureMesh(_ count: Int, _ settings: Settings, _ group: ChildGroup) throws -> FanoutMeasurement {
         let node = try NodeProcess.start(group: group, name: "fanout-\(count)", seed: nil,
                                    limits: ["maxSessions": count + 100])

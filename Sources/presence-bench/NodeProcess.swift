@@ -58,7 +58,7 @@ final class NodeProcess {
         throw lastError
     }
 
-    /// A gauge or counter from `/metrics`, or nil when the request fails.
+    /// Returns a gauge or counter from `/metrics`, or nil when the request fails.
     func metric(_ name: String) -> Double? {
         guard let body = HTTPProbe.get(port: clientPort, path: "/metrics") else { return nil }
         let prefix = "presencemesh_\(name) "
@@ -83,7 +83,8 @@ struct BenchError: Error, CustomStringConvertible {
 
 /// A minimal blocking HTTP/1.1 GET to 127.0.0.1, for node metrics and membership.
 enum HTTPProbe {
-    /// The response body, or nil when the connection, the request or the status failed. Waits at most 2 s.
+    /// Returns the response body, or nil when the connection, the request or the status failed.
+    /// Waits at most 2 s.
     static func get(port: UInt16, path: String) -> String? {
         let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socketFD >= 0 else { return nil }
