@@ -62,7 +62,14 @@ final class ClientSession {
     fileprivate var inboundOversize = false
     fileprivate var closeStatus: UInt16?
     fileprivate var writeFailed = false
-    fileprivate weak var server: ClientServer?
+    /// The server outlives every session: destroying the lws context closes all sessions first.
+    /// `unowned(unsafe)` skips reference counting on the fan-out path.
+    fileprivate unowned(unsafe) var server: ClientServer?
+    /// Loop time (ms) of the last frame received from the client, pongs included.
+    fileprivate(set) var lastActivity: UInt64 = 0
+    /// A ping waits for the next writeable callback.
+    fileprivate var pingDue = false
+    fileprivate(set) var pingSent = false
     fileprivate(set) var isOpen = true
     /// Opened with `observe=true`: the session may watch and query but does not make its user online.
     let isObserver: Bool
@@ -87,7 +94,7 @@ final class ClientSession {
         guard isOpen, closeStatus == nil, !writeFailed else { return }
         let partiallyWritten = lws_partial_buffered(wsi) != 0
         if partiallyWritten { server?.framesBehindPartialWrites += 1 }
-        if outboxHead == outbox.count, server?.isInCallback(for: wsi) == false, !partiallyWritten {
+        if outboxHead == outbox.count, !pingDue, server?.isInCallback(for: wsi) == false, !partiallyWritten {
             if lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT) < 0 {
                 // The connection is closing; lws reports it with LWS_CALLBACK_CLOSED.
                 writeFailed = true
@@ -150,6 +157,7 @@ final class ClientServer {
     private let protocolName: UnsafeMutablePointer<CChar>
     private let retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>
     private let logger: Logger
+    private let loop: UnsafeMutablePointer<uv_loop_t>
     weak var delegate: ClientServerDelegate?
     let maxMessageBytes: Int
     private var nextSessionNumber: UInt64 = 0
@@ -179,6 +187,7 @@ final class ClientServer {
         loop: UnsafeMutablePointer<uv_loop_t>, address: HostPort, nodeName: String, maxMessageBytes: Int,
         fileLimit: Int, logger: Logger
     ) throws {
+        self.loop = loop
         self.logger = logger
         self.maxMessageBytes = maxMessageBytes
         sessionPrefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
@@ -198,10 +207,11 @@ final class ClientServer {
         foreignLoops.pointee = UnsafeMutableRawPointer(loop)
         retryPolicy = .allocate(capacity: 1)
         retryPolicy.initialize(to: lws_retry_bo_t())
-        // Ping an idle client after 30 s and drop it when nothing valid arrived for 60 s, so a
-        // vanished client's session closes and its user goes offline.
-        retryPolicy.pointee.secs_since_valid_ping = 30
-        retryPolicy.pointee.secs_since_valid_hangup = 60
+        // Zero turns lws's own per-connection idle timers off. lws 4.1 keeps them in one list
+        // sorted by due time, and every re-arm walks it, which made accepting and holding 20,000
+        // sessions cost O(N^2) CPU. `checkIdleSessions` does the same job in one sweep instead.
+        retryPolicy.pointee.secs_since_valid_ping = 0
+        retryPolicy.pointee.secs_since_valid_hangup = 0
 
         var info = lws_context_creation_info()
         info.port = Int32(address.port)
@@ -259,6 +269,30 @@ final class ClientServer {
             let entry = "ts=\(timestamp) level=\(severity) msg=\"libwebsockets\" detail=\(Logger.logfmtValue(text))\n"
             FileHandle.standardError.write(Data(entry.utf8))
         }
+    }
+
+    /// Pings sessions that sent nothing for `pingAfterMs` and closes those that still sent nothing
+    /// (not even a pong) for `closeAfterMs`, so a vanished client's user goes offline. Call it
+    /// from a timer, outside lws callbacks. Returns the number of sessions closed.
+    @discardableResult
+    func checkIdleSessions(now: UInt64, pingAfterMs: UInt64, closeAfterMs: UInt64) -> Int {
+        var closed = 0
+        for session in Array(sessions.values) where session.isOpen {
+            let idle = now >= session.lastActivity ? now - session.lastActivity : 0
+            // A client that does not answer the close frame either is dropped at the next sweep,
+            // when the second `closeNow` frees the connection that lws kept waiting for the close ack.
+            if idle >= closeAfterMs {
+                if session.closeStatus == nil {
+                    logger.debug("closing idle session", [("session", session.id), ("user", session.userID), ("idleMs", idle)])
+                    closed += 1
+                }
+                session.closeNow(status: 1001, reason: "no activity for \(idle / 1000) s")
+            } else if idle >= pingAfterMs && !session.pingSent && !session.pingDue {
+                session.pingDue = true
+                lws_callback_on_writable(session.wsi)
+            }
+        }
+        return closed
     }
 
     /// Destroys the lws context: every connection closes at once and `sessionClosed` runs for each.
@@ -324,6 +358,7 @@ final class ClientServer {
             let session = ClientSession(
                 id: "\(sessionPrefix)-\(nextSessionNumber)", userID: grant.userID, wsi: wsi, isObserver: grant.isObserver)
             session.server = self
+            session.lastActivity = uv_now(loop)
             slot.pointee = Unmanaged.passRetained(session).toOpaque()
             sessions[session.id] = session
             delegate.sessionOpened(session)
@@ -331,7 +366,16 @@ final class ClientServer {
 
         case LWS_CALLBACK_RECEIVE:
             guard let session = session(in: slot) else { return 0 }
+            session.lastActivity = uv_now(loop)
+            session.pingSent = false
             gather(session, wsi, input, length)
+            return 0
+
+        case LWS_CALLBACK_RECEIVE_PONG:
+            guard let session = session(in: slot) else { return 0 }
+            logger.trace("pong received", [("session", session.id)])
+            session.lastActivity = uv_now(loop)
+            session.pingSent = false
             return 0
 
         case LWS_CALLBACK_SERVER_WRITEABLE:
@@ -388,6 +432,19 @@ final class ClientServer {
     }
 
     private func write(_ session: ClientSession, _ wsi: OpaquePointer) -> Int32 {
+        if session.pingDue {
+            session.pingDue = false
+            session.pingSent = true
+            // lws 4.1 reports a pong to the protocol callback only when it carries a payload, so
+            // the ping sends four bytes for the client to echo.
+            let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(pm_lws_pre()) + 4)
+            defer { buffer.deallocate() }
+            (buffer + Int(pm_lws_pre())).update(repeating: UInt8(ascii: "p"), count: 4)
+            if lws_write(wsi, buffer + Int(pm_lws_pre()), 4, LWS_WRITE_PING) < 0 { return -1 }
+            logger.trace("ping sent", [("session", session.id)])
+            if session.queuedFrames > 0 { lws_callback_on_writable(wsi) }
+            return 0
+        }
         if let frame = session.popFrame() {
             let written = lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT)
             if written < 0 {

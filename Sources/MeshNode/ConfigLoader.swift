@@ -239,9 +239,16 @@ extension NodeConfig {
         if let value = limits.integer("maxWildcardSubscribers", in: 0...1_000_000, &problems) { config.limits.maxWildcardSubscribers = value }
         if let value = limits.integer("maxSessions", in: 1...1_000_000, &problems) { config.limits.maxSessions = value }
         if let value = limits.integer("maxSnapshotUsers", in: 1...10_000_000, &problems) { config.limits.maxSnapshotUsers = value }
+        if let value = limits.integer("pingIntervalMs", in: 100...3_600_000, &problems) { config.limits.pingIntervalMs = UInt64(value) }
+        if let value = limits.integer("idleTimeoutMs", in: 200...7_200_000, &problems) { config.limits.idleTimeoutMs = UInt64(value) }
+        if config.limits.idleTimeoutMs <= config.limits.pingIntervalMs {
+            problems.append(
+                "limits.idleTimeoutMs (\(config.limits.idleTimeoutMs)) must be above limits.pingIntervalMs (\(config.limits.pingIntervalMs)), so a client has time to answer the ping")
+        }
         limits.reportUnknown(
             &problems,
-            known: "maxMessageBytes, maxUsersPerRequest, maxSubscriptionsPerSession, maxWildcardSubscribers, maxSessions, maxSnapshotUsers")
+            known: "maxMessageBytes, maxUsersPerRequest, maxSubscriptionsPerSession, maxWildcardSubscribers, maxSessions, "
+                + "maxSnapshotUsers, pingIntervalMs, idleTimeoutMs")
     }
 }
 

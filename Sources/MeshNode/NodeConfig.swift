@@ -60,6 +60,12 @@ public struct Limits: Sendable, Equatable {
     public var maxSessions: Int = 19_000
     /// Largest number of users in a `"*"` snapshot.
     public var maxSnapshotUsers: Int = 100_000
+    /// Milliseconds without any frame from a client after which the node pings it.
+    public var pingIntervalMs: UInt64 = 30_000
+    /// Milliseconds without any frame (pongs included) after which the node closes the session
+    /// and, if it was the user's last, takes the user offline. Lower finds vanished phones sooner
+    /// and costs clients more wake-ups; it must be above `pingIntervalMs`.
+    public var idleTimeoutMs: UInt64 = 60_000
 }
 
 public struct LogConfig: Sendable, Equatable {

@@ -86,6 +86,7 @@ extension PresenceNode {
         metric("pending_offline_events", "gauge", "Offline events waiting out presence.offlineGraceMs.", [("", UInt64(pendingOffline.count))])
         metric("sessions_opened_total", "counter", "WebSocket sessions opened.", [("", stats.sessionsOpened)])
         metric("sessions_closed_total", "counter", "WebSocket sessions closed.", [("", stats.sessionsClosed)])
+        metric("idle_sessions_closed_total", "counter", "Sessions closed because the client sent nothing, not even a pong, for limits.idleTimeoutMs.", [("", stats.idleSessionsClosed)])
         metric("client_messages_total", "counter", "Client messages received.", [("", stats.messagesReceived)])
         metric("client_errors_total", "counter", "Client messages rejected with an error event.", [("", stats.requestErrors)])
         metric("presence_events_total", "counter", "Presence changes fanned out to subscribers.", [("", stats.presenceEvents)])

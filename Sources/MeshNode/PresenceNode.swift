@@ -15,6 +15,7 @@ public final class PresenceNode {
     private let wakeTimer: UnsafeMutablePointer<uv_timer_t>
     let graceTimer: UnsafeMutablePointer<uv_timer_t>
     private let stopTimer: UnsafeMutablePointer<uv_timer_t>
+    private let idleTimer: UnsafeMutablePointer<uv_timer_t>
     private var signalHandles: [UnsafeMutablePointer<uv_signal_t>] = []
     /// Gossip address other members reach this node at (with the OS-chosen port when configured as 0).
     public private(set) var gossipAddress: HostPort
@@ -38,6 +39,7 @@ public final class PresenceNode {
         wakeTimer = .allocate(capacity: 1)
         graceTimer = .allocate(capacity: 1)
         stopTimer = .allocate(capacity: 1)
+        idleTimer = .allocate(capacity: 1)
         PresenceNode.clockOffsetMs = config.clockOffsetMs
         gossipAddress = config.gossipListen
         clientAddress = config.clientListen
@@ -52,7 +54,7 @@ public final class PresenceNode {
             epoch: epoch, seed: 0)
 
         let opaque = Unmanaged.passUnretained(self).toOpaque()
-        for timer in [wakeTimer, graceTimer, stopTimer] {
+        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer] {
             uv_timer_init(loop, timer)
             timer.pointee.data = opaque
         }
@@ -121,6 +123,14 @@ public final class PresenceNode {
             return reply
         }
         gossipSocket.startReceiving()
+        // A quarter of the ping interval keeps each ping and close within 25% of its due time.
+        let sweepMs = max(25, config.limits.pingIntervalMs / 4)
+        uv_timer_start(idleTimer, { timer in
+            let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            let closed = node.clientServer.checkIdleSessions(
+                now: uv_now(node.loop), pingAfterMs: node.config.limits.pingIntervalMs, closeAfterMs: node.config.limits.idleTimeoutMs)
+            node.stats.idleSessionsClosed += UInt64(closed)
+        }, sweepMs, sweepMs)
         logger.info(
             "node started",
             [("client", clientAddress), ("gossip", gossipAddress), ("seeds", config.seeds.map(\.description).joined(separator: ",")),
@@ -221,6 +231,7 @@ public final class PresenceNode {
         }
         uv_timer_stop(wakeTimer)
         uv_timer_stop(graceTimer)
+        uv_timer_stop(idleTimer)
         uv_timer_start(stopTimer, { timer in
             let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             node.clientServer.destroy()
@@ -237,7 +248,7 @@ public final class PresenceNode {
         gossipSocket.close()
         pushPullListener.close()
         let closer: uv_close_cb = { handle in handle?.deallocate() }
-        for timer in [wakeTimer, graceTimer, stopTimer] {
+        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer] {
             uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self), closer)
         }
         for handle in signalHandles {
@@ -272,4 +283,5 @@ struct NodeStats {
     var offlineEventsCancelled: UInt64 = 0
     var pushPullsStarted: UInt64 = 0
     var httpRequests: UInt64 = 0
+    var idleSessionsClosed: UInt64 = 0
 }

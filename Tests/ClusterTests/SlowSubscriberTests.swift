@@ -142,3 +142,30 @@ final class SlowSubscriberTests: XCTestCase {
         XCTAssertGreaterThan(value("presencemesh_frames_written_directly_total"), 0)
     }
 }
+
+final class KeepaliveTests: XCTestCase {
+    func testSilentClient_isClosedAndGoesOffline_pongingClientStays() async throws {
+        let configPath = FileManager.default.temporaryDirectory.appendingPathComponent("keepalive-\(UUID().uuidString).json").path
+        let config = #"{"name":"keepalive","limits":{"pingIntervalMs":300,"idleTimeoutMs":900}}"#
+        FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8))
+        defer { try? FileManager.default.removeItem(atPath: configPath) }
+        let node = try NodeProcess.start(name: "keepalive", extraArguments: ["--config", configPath])
+        defer { node.stop() }
+
+        // libwebsockets answers pings by itself, so this watcher stays although it sends nothing.
+        let watcher = try await TestClient.connect(node: node, user: "watcher")
+        watcher.subscribe(["ghost"])
+        try await watcher.waitForMessage(type: "presence.snapshot", id: "sub")
+        // The raw client never answers pings, like a phone that lost its network.
+        let ghost = try RawWebSocket(port: node.clientPort, path: "/v1/ws?userId=ghost", receiveBufferBytes: 65_536)
+        try await watcher.waitForStatus("online", of: "ghost")
+
+        try await watcher.waitForStatus("offline", of: "ghost", timeout: .seconds(5))
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertTrue(watcher.isOpen)
+        let (_, metrics) = try await node.get("/metrics")
+        XCTAssertTrue(String(decoding: metrics, as: UTF8.self).contains("presencemesh_idle_sessions_closed_total 1\n"))
+        _ = ghost
+        watcher.close()
+    }
+}
