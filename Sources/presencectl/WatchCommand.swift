@@ -181,28 +181,12 @@ enum LiveSession {
             throw UsageError("invalid value '\(node)' for --node: expected a URL such as ws://127.0.0.1:7101")
         }
     }
-
-    /// A value guarded by a lock, shared between the main thread and tasks.
-    final class Locked<Value>: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: Value
-
-        init(_ value: Value) {
-            self.value = value
-        }
-
-        func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-            lock.lock()
-            defer { lock.unlock() }
-            return try body(&value)
-        }
-    }
 }
 
 /// Records that a signal arrived instead of letting it end the process.
 final class SignalFlag {
     private let source: DispatchSourceSignal
-    private let flag = LiveSession.Locked(false)
+    private let flag = Locked(false)
     private let signalNumber: Int32
 
     init(signal signalNumber: Int32) {
