@@ -21,12 +21,12 @@ public struct GossipSettings: Sendable, Equatable {
     /// members confirm it (Lifeguard's dynamic suspicion): `max(min, max − (max − min) ·
     /// log(c + 1) / log(k + 1))` after c confirmations, with k = `suspicionConfirmations`.
     /// Higher protects a member that only one node with a bad link suspects, and delays the
-    /// verdict when nobody confirms. Default 6 in every preset; 1 makes the timeout fixed.
+    /// verdict when no other member confirms. Default 6 in every preset; 1 makes the timeout fixed.
     public var suspicionMaxTimeoutMult: Int
     /// Independent confirmations (suspect messages from other members) after which the suspicion
-    /// timeout reaches its minimum; capped at N − 2 for N live members, because only members
-    /// other than the accuser and the suspect can confirm. Higher needs more agreement before the
-    /// fastest verdict. Default 3, the number of indirect probes, in every preset.
+    /// timeout reaches its minimum. It is capped at N − 2 for N live members, because only
+    /// members other than the accuser and the suspect can confirm. Higher needs more agreement
+    /// before the fastest verdict. Default 3, the number of indirect probes, in every preset.
     public var suspicionConfirmations: Int
     /// Retransmit multiplier: each gossip item is sent `retransmitMult · ceil(log10(N + 1))`
     /// times. Higher makes delivery more certain under loss and adds traffic.
@@ -103,7 +103,7 @@ public struct GossipSettings: Sendable, Equatable {
 
     /// Minimum and maximum suspicion timeout, in milliseconds, for `memberCount` live members:
     /// a suspicion that reaches `suspicionConfirmations` confirmations waits the minimum, one
-    /// that nobody confirms waits the maximum.
+    /// with no confirmation waits the maximum.
     public func suspicionTimeouts(memberCount: Int) -> (min: UInt64, max: UInt64) {
         let minimum = suspicionTimeout(
             multiplier: suspicionMult, memberCount: memberCount, probeIntervalMs: probeIntervalMs)

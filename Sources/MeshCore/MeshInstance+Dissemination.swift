@@ -133,7 +133,7 @@ extension MeshInstance {
 
 extension MeshInstance {
     /// Whether an alive member is known at seed address `address`. The first check of each
-    /// seed scans the table; the answer is cached per seed with the member's name, and checked
+    /// seed scans the table. The result is cached per seed with the member's name, and checked
     /// again against that member on each later call.
     mutating func isAliveSeed(_ address: GossipAddress) -> Bool {
         if let name = seedOwners[address], let record = records[name], record.member.state == .alive,

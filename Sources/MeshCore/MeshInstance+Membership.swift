@@ -135,9 +135,9 @@ extension MeshInstance {
         sendDatagram(leading: [.alive(me.aliveAnnouncement)], to: address)
     }
 
-    /// Tells every suspect again that it is suspected (Lifeguard buddy system), at most once per
-    /// probe interval each, so a suspect whose refutation did not reach this node sends it
-    /// here directly (see `answerStaleAccusation`) before the suspicion runs out.
+    /// Sends every suspect its suspicion again (Lifeguard buddy system), at most once per probe
+    /// interval each. A suspect that already refuted then sends its alive here directly (see
+    /// `answerStaleAccusation`), in case the refutation's gossip missed this node.
     mutating func remindSuspects(at time: MeshTime) {
         guard !suspicions.isEmpty, !hasLeft else { return }
         for name in suspicions.keys.sorted() {

@@ -104,7 +104,7 @@ public struct MeshInstance: Sendable {
 
     /// Starts the run as a member of the cluster `directory` describes, as if its join had
     /// already completed: no seed push-pull and no alive announcement, because every member
-    /// listed knows this run already. For simulations that start large clusters at once.
+    /// listed has this run in its table already. For simulations that start large clusters at once.
     ///
     /// The directory MUST list this run (its name, epoch and gossip address) as alive. Its
     /// incarnation and start time there become this run's own.
@@ -321,6 +321,7 @@ public struct MeshInstance: Sendable {
     private mutating func handleMessages(_ messages: [GossipMessage], from: GossipAddress, at time: MeshTime) {
         var deltas: [PresenceDelta] = []
         var statuses: [StatusRecord] = []
+        var lastSeen: [LastSeenRecord] = []
         for message in messages {
             switch message {
             case .alive(let alive):
@@ -339,6 +340,8 @@ public struct MeshInstance: Sendable {
                 deltas.append(delta)
             case .customStatus(let record):
                 statuses.append(record)
+            case .lastSeen(let record):
+                lastSeen.append(record)
             case .ping, .pingRequest, .ack, .nack:
                 break
             }
@@ -359,8 +362,8 @@ public struct MeshInstance: Sendable {
                 break
             }
         }
-        if !deltas.isEmpty || !statuses.isEmpty {
-            mergeRemotePresence(deltas, statuses: statuses, at: time)
+        if !deltas.isEmpty || !statuses.isEmpty || !lastSeen.isEmpty {
+            mergeRemotePresence(deltas, statuses: statuses, lastSeen: lastSeen, at: time)
         }
     }
 }

@@ -28,7 +28,7 @@ public final class Observations {
 
 extension Simulation {
     /// Starts `count` nodes that join through node 0, one every 10 ms, and runs until every node
-    /// sees every other alive (at most 30 virtual seconds). Returns whether they converged.
+    /// lists every other alive (at most 30 virtual seconds). Returns whether they converged.
     @discardableResult
     public func formCluster(_ count: Int, settings: GossipSettings) -> Bool {
         addNodes(count, settings: settings)
@@ -39,8 +39,8 @@ extension Simulation {
         return run(atMostMilliseconds: 30_000, stepMilliseconds: 50) { $0.allSeeEachOtherAlive() } != nil
     }
 
-    /// Whether every running node lists every other running node alive, and no other member
-    /// alive or suspect.
+    /// Checks that every running node lists every other running node alive, and no other
+    /// member alive or suspect.
     public func allSeeEachOtherAlive() -> Bool {
         let running = (0..<nodeCount).filter { isRunning($0) }
         for observer in running {
@@ -54,7 +54,7 @@ extension Simulation {
         return true
     }
 
-    /// Whether every running node sees exactly `online` as its online users.
+    /// Checks that every running node has exactly `online` as its online users.
     public func allSeeOnline(_ online: Set<UserID>) -> Bool {
         (0..<nodeCount).allSatisfy { node in
             guard let instance = instance(node) else { return true }
@@ -72,7 +72,7 @@ extension Simulation {
     }
 }
 
-/// The minimum suspicion timeout of a cluster of `members` live members, in milliseconds: what
+/// Returns the minimum suspicion timeout for `members` live members, in milliseconds: how long
 /// a fully confirmed suspicion waits before its verdict.
 public func minimumSuspicionTimeout(_ settings: GossipSettings, members: Int) -> UInt64 {
     settings.suspicionTimeouts(memberCount: members).min
@@ -192,7 +192,7 @@ public enum Scenarios {
         public var converged: Bool
     }
 
-    /// Six nodes over a reordering, duplicating link; node 2 holds "old-user", restarts, and is
+    /// Six nodes over a reordering, duplicating link; node 2 has a session of "old-user", restarts, and is
     /// watched for 20 virtual seconds.
     public static func restart(seed: UInt64, settings: GossipSettings = .local) -> RestartResult {
         let simulation = Simulation(
@@ -214,6 +214,7 @@ public enum Scenarios {
                 }
             }
         }
+
         simulation.restart(2)
         // The restarted run starts with no sessions, so its own view of the user is offline.
         wentOffline.insert(2)
@@ -233,7 +234,7 @@ public enum Scenarios {
     public struct BurstResult: Sendable {
         /// Virtual milliseconds until every node had every user online.
         public var convergedMilliseconds: UInt64?
-        /// Fewest users online on any node at the end.
+        /// Minimum count of online users on any node at the end.
         public var fewestOnline: Int
         public var datagramsSent: Int
     }

@@ -354,8 +354,8 @@ public final class Simulation {
         run(untilMilliseconds: nowMilliseconds + milliseconds)
     }
 
-    /// Runs in steps of `stepMilliseconds` until `condition` holds or `milliseconds` have passed.
-    /// Returns the virtual milliseconds it took, or nil when the condition never held.
+    /// Runs in steps of `stepMilliseconds` until `condition` returns true or `milliseconds` have passed.
+    /// Returns the virtual milliseconds it took, or nil when it never did.
     @discardableResult
     public func run(
         atMostMilliseconds milliseconds: UInt64, stepMilliseconds: UInt64 = 10, until condition: (Simulation) -> Bool
