@@ -1,7 +1,7 @@
 /// Gossip items waiting to be piggybacked on outgoing datagrams (the transmit-limited queue of
 /// SWIM implementations such as memberlist). Each item is sent a limited number of times. A newer
 /// item about the same key replaces the older one, so the queue contains at most one item per
-/// member, per (replica, user) and per user status.
+/// member, per (replica, user), per user status and per user `lastSeen`.
 ///
 /// Items are kept in two classes, membership and presence, and each datagram takes from both in
 /// turn, so a stream of membership news cannot crowd presence deltas out of datagrams (nor the
@@ -18,6 +18,7 @@ struct BroadcastQueue: Sendable {
         case member(String)
         case presence(ReplicaID, UserID)
         case status(UserID)
+        case lastSeen(UserID)
 
         var isMembership: Bool {
             if case .member = self { return true }

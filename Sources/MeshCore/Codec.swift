@@ -13,8 +13,9 @@
 
 /// Version byte at the start of every datagram. Version 1 has message kinds 1 to 10, and its
 /// pings and ping-reqs name the target run by name and epoch. Version 2 added the version vector
-/// at the end of a custom status record.
-let gossipProtocolVersion: UInt8 = 2
+/// at the end of a custom status record. Version 3 added kind 11, `lastSeen`, which a version 2
+/// decoder would reject with the whole datagram.
+let gossipProtocolVersion: UInt8 = 3
 
 /// Message kinds. The numbers are the wire protocol: append new kinds, never renumber or reuse.
 enum MessageKind: UInt8, Sendable {
@@ -28,6 +29,7 @@ enum MessageKind: UInt8, Sendable {
     case left = 8
     case presence = 9
     case customStatus = 10
+    case lastSeen = 11
 }
 
 /// Byte limits of the string fields. Decoding rejects longer strings.
@@ -89,6 +91,8 @@ enum GossipMessage: Equatable, Sendable {
     case left(name: String, epoch: Epoch, incarnation: Incarnation)
     case presence(PresenceDelta)
     case customStatus(StatusRecord)
+    /// A `lastSeen` value its sender just wrote for a user whose entries it dropped.
+    case lastSeen(LastSeenRecord)
 }
 
 // MARK: - Byte writer and reader
@@ -288,6 +292,10 @@ enum GossipCodec {
         case .customStatus(let record):
             kind = .customStatus
             writeStatus(record, to: &body)
+        case .lastSeen(let record):
+            kind = .lastSeen
+            body.writeString(record.userID)
+            body.writeSigned(record.wall)
         }
         var framed = ByteWriter()
         framed.writeByte(kind.rawValue)
@@ -382,6 +390,9 @@ enum GossipCodec {
             return .presence(try readDelta(from: &body))
         case .customStatus:
             return .customStatus(try readStatus(from: &body))
+        case .lastSeen:
+            let user = try body.readString(field: "user ID", maxBytes: WireLimits.maxUserIDBytes)
+            return .lastSeen(LastSeenRecord(userID: user, wall: try body.readSigned()))
         }
     }
 

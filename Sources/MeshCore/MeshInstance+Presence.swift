@@ -51,19 +51,23 @@ extension MeshInstance {
         sendGossip(fanout: config.gossip.fanout)
     }
 
-    /// Merges deltas and statuses from another node and queues what was new here for
-    /// retransmission, so news spreads beyond the nodes its writer reached.
-    mutating func mergeRemotePresence(_ deltas: [PresenceDelta], statuses: [StatusRecord], at time: MeshTime) {
+    /// Merges deltas, statuses and `lastSeen` values from another node and queues the deltas
+    /// and statuses that were new here for retransmission, so news spreads beyond the nodes its
+    /// writer reached.
+    mutating func mergeRemotePresence(
+        _ deltas: [PresenceDelta], statuses: [StatusRecord], lastSeen: [LastSeenRecord] = [], at time: MeshTime
+    ) {
         let accepted = deltas.filter { acceptsDeltas(from: $0.replica) }
         for record in statuses {
             statusClock.observe(record.stamp)
         }
-        let result = presenceState.merge(accepted, statuses: statuses, at: time.monotonic)
+        let result = presenceState.merge(accepted, statuses: statuses, lastSeen: lastSeen, at: time.monotonic)
         queueNews(result)
         emit(result.changes)
     }
 
-    /// Queues the deltas and statuses a merge found new for retransmission.
+    /// Queues the deltas and statuses a merge found new for retransmission, and the `lastSeen`
+    /// values it wrote from this node's clock.
     private mutating func queueNews(_ result: PresenceCRDT.MergeResult) {
         for delta in result.newDeltas {
             broadcasts.enqueue(.presence(delta.replica, delta.userID), framed: GossipCodec.frame(.presence(delta)))
@@ -71,10 +75,22 @@ extension MeshInstance {
         for record in result.newStatuses {
             broadcasts.enqueue(.status(record.userID), framed: GossipCodec.frame(.customStatus(record)))
         }
+        queueLastSeen(result.lastSeenWrites)
+    }
+
+    /// Queues `lastSeen` values written here. Only the writer gossips a value, so each one on
+    /// the wire is fresh and its receivers may take its age as 0; push-pull replies carry it to
+    /// the nodes gossip missed.
+    private mutating func queueLastSeen(_ records: [LastSeenRecord]) {
+        for record in records {
+            broadcasts.enqueue(.lastSeen(record.userID), framed: GossipCodec.frame(.lastSeen(record)))
+        }
     }
 
     /// Fills the presence part of a push-pull payload for a peer with contiguous clocks
-    /// `peerClocks`, or with everything for a request (nil).
+    /// `peerClocks`, or with everything for a request (nil). Only a reply carries the `lastSeen`
+    /// registers, because a request is built without the current time and so cannot state their
+    /// exact ages (see `PresenceCRDT.lastSeenForReply`).
     func addPresence(to payload: inout PushPullPayload, peerClocks: [ReplicaID: UInt64]?) {
         let (summaries, entries) = presenceState.transfer(for: peerClocks)
         payload.clocks = summaries.mapValues(\.contiguous)
@@ -82,6 +98,7 @@ extension MeshInstance {
         payload.wholeReplicas = Set(summaries.filter(\.value.isWhole).keys)
         payload.entries = entries
         payload.statuses = presenceState.allStatuses
+        payload.lastSeen = peerClocks == nil ? [] : presenceState.lastSeenForReply
     }
 
     /// Merges the presence part of the other side of a push-pull. The payload held every entry
@@ -100,14 +117,15 @@ extension MeshInstance {
                 isWhole: payload.wholeReplicas.contains(replica))
         }
         let result = presenceState.mergeTransfer(
-            accepted, statuses: payload.statuses, replicas: summaries, wall: time.wall, at: time.monotonic)
+            accepted, statuses: payload.statuses, lastSeen: payload.lastSeen, replicas: summaries,
+            retentionMs: config.gossip.tombstoneRetentionMs, wall: time.wall, at: time.monotonic)
         queueNews(result)
         emit(result.changes)
     }
 
-    /// Collects tombstones held for `tombstoneRetentionMs`, then schedules the next collection.
-    /// A collected user's `lastSeen` is forgotten, so the retention is how long `lastSeen` of a
-    /// departed user stays available.
+    /// Collects tombstones and `lastSeen` registers held for `tombstoneRetentionMs`, then
+    /// schedules the next collection. A collected user's `lastSeen` is forgotten, so the
+    /// retention is how long `lastSeen` of a departed user stays available.
     mutating func runTombstoneCollection(at time: MeshTime) {
         let retention = config.gossip.tombstoneRetentionMs
         presenceState.collectTombstones(now: time.monotonic, retentionMs: retention)
@@ -115,9 +133,12 @@ extension MeshInstance {
     }
 
     /// Drops every entry of a dead, left or replaced replica; its users without another live
-    /// session go offline, with `lastSeen` = the wall time of this event.
+    /// session go offline. The `lastSeen` values it leaves that come from this node's clock are
+    /// gossiped (see `PresenceCRDT.dropReplica`).
     mutating func dropPresence(of replica: ReplicaID, at time: MeshTime) {
-        emit(presenceState.dropReplica(replica, wall: time.wall, at: time.monotonic))
+        let result = presenceState.dropReplica(replica, wall: time.wall, at: time.monotonic)
+        emit(result.changes)
+        queueLastSeen(result.lastSeenWrites)
     }
 
     mutating func emit(_ changes: [UserPresenceState]) {

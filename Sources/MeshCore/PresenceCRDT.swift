@@ -1,5 +1,5 @@
-// The presence CRDT: per-replica session counts merged by version, plus a per-user
-// last-writer-wins register for custom status.
+// The presence CRDT: per-replica session counts merged by version, a per-user last-writer-wins
+// register for custom status, and a per-user max register for the `lastSeen` of dropped replicas.
 
 /// One run of a node. A restarted node gets a fresh epoch and so a fresh replica, which never
 /// resurrects the sessions of its earlier run.
@@ -27,6 +27,16 @@ struct PresenceDelta: Equatable, Sendable {
     var replica: ReplicaID
     var userID: UserID
     var entry: PresenceEntry
+}
+
+/// One value of a user's `lastSeen` register: the unit that gossip and push-pull carry.
+struct LastSeenRecord: Equatable, Sendable {
+    var userID: UserID
+    /// Wall-clock milliseconds: the `lastSeen` the writer left for the user.
+    var wall: Int64
+    /// Milliseconds since the value was written, as the sender measured it. Gossip carries only
+    /// fresh writes, so it sends no age and the receiver reads 0.
+    var ageMs: UInt64 = 0
 }
 
 /// A hybrid logical timestamp plus the writing node: the order of custom status writes.
@@ -143,8 +153,8 @@ struct ReplicaSummary: Equatable, Sendable {
 }
 
 /// The merged presence state of the cluster as one node has it, with the user views derived from
-/// it. Merging is commutative, associative and idempotent in `entries` and `statuses`; every
-/// mutation returns the user views that changed.
+/// it. Merging is commutative, associative and idempotent in `entries`, `statuses` and
+/// `lastSeen`; every mutation returns the user views that changed.
 ///
 /// Tombstones (entries with no sessions) are collected once held for the retention time, so the
 /// state shrinks back when users leave. Two rules keep a collected tombstone from letting an
@@ -169,26 +179,49 @@ struct PresenceCRDT: Sendable {
     /// until `acceptReplica`.
     private(set) var ignoredReplicas: Set<ReplicaID> = []
     /// The last view of each user reported to the shell. Users with no entry, status or
-    /// departure left have none.
+    /// `lastSeen` register left have none.
     private(set) var views: [UserID: UserPresenceState] = [:]
     /// Monotonic milliseconds at which each tombstone held here was stored; collection waits
     /// the retention time from it.
     private(set) var tombstonesHeldSince: [ReplicaID: [UserID: UInt64]] = [:]
-    /// `lastSeen` left behind by removed entries of online sessions (a dropped replica, or a
-    /// stale entry a whole state removed), because the removal took away the entries that held it.
-    private var departures: [UserID: Departure] = [:]
+    /// Per user, the `lastSeen` that removed entries left behind: a dropped replica's tombstones
+    /// and online entries, and stale online entries a whole state removed. It is a max register,
+    /// so every node that receives the same writes ends with the same value. A node that never
+    /// had the removed entries (a restarted one) receives the value by gossip and push-pull.
+    private(set) var lastSeen: [UserID: LastSeenValue] = [:]
+    /// Monotonic milliseconds of the latest `mergeTransfer`. A push-pull reply is built right
+    /// after merging the request, so the register ages in the reply are measured from it.
+    private var lastTransferAt: UInt64 = 0
 
-    private struct Departure: Sendable {
-        /// Wall-clock milliseconds: the user's `lastSeen`.
+    struct LastSeenValue: Equatable, Sendable {
+        /// Wall-clock milliseconds.
         var wall: Int64
-        /// Monotonic milliseconds of the removal.
-        var heldSince: UInt64
+        /// Local monotonic milliseconds at which the value was written: the receipt time minus
+        /// the age the sender reported, so negative when the value is older than this clock.
+        /// Every copy of a write ages from the write, not from its receipt, so a node that
+        /// collected the value rejects copies still held elsewhere instead of taking them as new.
+        var writtenAt: Int64
+
+        func age(at monotonic: UInt64) -> UInt64 {
+            let age = Int64(clamping: monotonic) - writtenAt
+            return age > 0 ? UInt64(age) : 0
+        }
     }
 
     struct MergeResult: Sendable {
         var changes: [UserPresenceState] = []
         var newDeltas: [PresenceDelta] = []
         var newStatuses: [StatusRecord] = []
+        /// `lastSeen` values this node wrote from its own clock during the merge; the caller
+        /// gossips them.
+        var lastSeenWrites: [LastSeenRecord] = []
+    }
+
+    struct DropResult: Sendable {
+        var changes: [UserPresenceState] = []
+        /// `lastSeen` values this node wrote from its own clock (see `dropReplica`); the caller
+        /// gossips them.
+        var lastSeenWrites: [LastSeenRecord] = []
     }
 
     /// Counts of what the state holds, to check that it returns to its size after churn.
@@ -197,7 +230,7 @@ struct PresenceCRDT: Sendable {
         var tombstones = 0
         var users = 0
         var views = 0
-        var departures = 0
+        var lastSeenRegisters = 0
     }
 
     func entry(of replica: ReplicaID, user: UserID) -> PresenceEntry? {
@@ -216,35 +249,42 @@ struct PresenceCRDT: Sendable {
             counts.tombstones += replicaEntries.values.filter { $0.sessionCount == 0 }.count
         }
         counts.views = views.count
-        counts.departures = departures.count
+        counts.lastSeenRegisters = lastSeen.count
         return counts
     }
 
-    /// Merges deltas and status writes; returns the changed views in first-touch order and the
-    /// deltas and statuses that were new here. `monotonic` stamps the tombstones stored.
+    /// Merges deltas, status writes and `lastSeen` values; returns the changed views in
+    /// first-touch order and the deltas and statuses that were new here. `monotonic` stamps the
+    /// tombstones and `lastSeen` values stored.
     mutating func merge(
-        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], at monotonic: UInt64 = 0
+        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], lastSeen records: [LastSeenRecord] = [],
+        at monotonic: UInt64 = 0
     ) -> MergeResult {
         var result = MergeResult()
         var touched = TouchedUsers()
         mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
         mergeStatuses(newStatuses, into: &result, touched: &touched)
+        mergeLastSeen(records, retentionMs: .max, at: monotonic, touched: &touched)
         result.changes = refreshViews(of: touched.ordered)
         return result
     }
 
-    /// Merges the presence part of a push-pull payload: its entries and statuses, then, for each
-    /// replica the payload carries whole, removes the entries here that the sender's clock covers
-    /// and the sender no longer holds, then raises clocks and horizons. `wall` becomes the
-    /// `lastSeen` of a user whose online entry is removed that way.
+    /// Merges the presence part of a push-pull payload: its entries, statuses and `lastSeen`
+    /// values. Then, for each replica the payload carries whole, it removes the entries here
+    /// that the sender's clock covers and the sender no longer has, and raises clocks and horizons.
+    /// `wall` becomes the `lastSeen` of a user whose online entry is removed that way. A
+    /// `lastSeen` value aged `retentionMs` or more is ignored, because this node may have
+    /// collected it already.
     mutating func mergeTransfer(
-        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], replicas: [ReplicaID: ReplicaSummary],
-        wall: Int64, at monotonic: UInt64
+        _ deltas: [PresenceDelta], statuses newStatuses: [StatusRecord], lastSeen records: [LastSeenRecord] = [],
+        replicas: [ReplicaID: ReplicaSummary], retentionMs: UInt64 = .max, wall: Int64, at monotonic: UInt64
     ) -> MergeResult {
         var result = MergeResult()
         var touched = TouchedUsers()
+        lastTransferAt = monotonic
         mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
         mergeStatuses(newStatuses, into: &result, touched: &touched)
+        mergeLastSeen(records, retentionMs: retentionMs, at: monotonic, touched: &touched)
 
         var sentUsers: [ReplicaID: Set<UserID>] = [:]
         for delta in deltas {
@@ -259,8 +299,11 @@ struct PresenceCRDT: Sendable {
                     guard let entry = entries[user]?[replica], entry.version <= summary.contiguous else { continue }
                     removeEntry(of: replica, user: user)
                     if entry.sessionCount > 0 {
-                        // A stale online entry: the sender collected the tombstone that ended it.
-                        recordDeparture(of: user, wall: wall, at: monotonic)
+                        // A stale online entry: the sender collected the tombstone that ended it,
+                        // and the time of that close is lost with it.
+                        if writeLastSeen(of: user, wall: wall, at: monotonic) {
+                            result.lastSeenWrites.append(LastSeenRecord(userID: user, wall: wall))
+                        }
                     }
                     touched.add(user)
                 }
@@ -274,27 +317,40 @@ struct PresenceCRDT: Sendable {
         return result
     }
 
-    /// Drops every entry of `replica` and ignores its later deltas. Users left without a live
-    /// session go offline with `lastSeen` = `wall`, the time of the event that dropped it.
-    /// NOTE: each node stamps that `lastSeen` with its own clock when it learns of the death, so
-    /// for users of a dead node the nodes report `lastSeen` values that differ by the detection
-    /// delay and clock skew.
-    mutating func dropReplica(_ replica: ReplicaID, wall: Int64, at monotonic: UInt64 = 0) -> [UserPresenceState] {
+    /// Drops every entry of `replica` and ignores its later deltas. Each entry leaves its user's
+    /// `lastSeen` in the register: a tombstone its `changedAt` (the close), an online entry
+    /// `wall`, the time of the event that dropped it. Users left without a live session go
+    /// offline.
+    ///
+    /// A tombstone's value is the same on every node that has the tombstone, so it is not
+    /// gossiped, and push-pull takes it to the nodes that lack it. An online entry has no close
+    /// time, so each node writes when it learned of the drop. The entry's own `changedAt` would
+    /// be the same everywhere, but it is when the session count last changed, which may be hours
+    /// before the crash. The detection times differ by the detection delay and clock skew, and
+    /// the max register makes every node converge on the latest of them once gossip carries
+    /// `lastSeenWrites`.
+    mutating func dropReplica(_ replica: ReplicaID, wall: Int64, at monotonic: UInt64 = 0) -> DropResult {
         ignoredReplicas.insert(replica)
         clocks[replica] = nil
         horizons[replica] = nil
         guard let users = usersByReplica[replica] else {
             tombstonesHeldSince[replica] = nil
-            return []
+            return DropResult()
         }
+        var result = DropResult()
         let ordered = users.sorted()
         for user in ordered {
             guard let entry = entries[user]?[replica] else { continue }
             removeEntry(of: replica, user: user)
-            recordDeparture(of: user, wall: entry.sessionCount > 0 ? wall : entry.changedAt, at: monotonic)
+            if entry.sessionCount == 0 {
+                writeLastSeen(of: user, wall: entry.changedAt, at: monotonic)
+            } else if writeLastSeen(of: user, wall: wall, at: monotonic) {
+                result.lastSeenWrites.append(LastSeenRecord(userID: user, wall: wall))
+            }
         }
         tombstonesHeldSince[replica] = nil
-        return refreshViews(of: ordered)
+        result.changes = refreshViews(of: ordered)
+        return result
     }
 
     /// Accepts deltas of `replica` again, after its node refuted its death.
@@ -309,13 +365,17 @@ struct PresenceCRDT: Sendable {
     }
 
     /// Collects every user whose entries are all tombstones held at least `retentionMs` and
-    /// covered by their replica's contiguous clock, and whose departure (if any) is as old.
-    /// Such a user's entries, departure and view go, and each replica's horizon rises to the
-    /// versions collected. A user with a custom status keeps the status and the view.
-    /// Returns the number of entries collected.
+    /// covered by their replica's contiguous clock, and whose `lastSeen` register (if any) is
+    /// as old. Such a user's entries, register and view go, and each replica's horizon rises to
+    /// the versions collected. A user with a custom status keeps the status and the view. An
+    /// expired register of a user online here goes alone, because a later close writes a later
+    /// `lastSeen`. Returns the number of entries collected.
     @discardableResult
     mutating func collectTombstones(now monotonic: UInt64, retentionMs: UInt64) -> Int {
         func isExpired(_ since: UInt64) -> Bool { since <= monotonic && monotonic - since >= retentionMs }
+        func isRegisterExpired(_ user: UserID) -> Bool {
+            lastSeen[user].map { $0.age(at: monotonic) >= retentionMs } ?? true
+        }
 
         var candidates: Set<UserID> = []
         for held in tombstonesHeldSince.values {
@@ -323,14 +383,18 @@ struct PresenceCRDT: Sendable {
                 candidates.insert(user)
             }
         }
-        for (user, departure) in departures where isExpired(departure.heldSince) {
+        for user in lastSeen.keys where isRegisterExpired(user) {
             candidates.insert(user)
         }
 
         var collected = 0
         for user in candidates.sorted() {
-            if let departure = departures[user], !isExpired(departure.heldSince) { continue }
+            guard isRegisterExpired(user) else { continue }
             let userEntries = entries[user] ?? [:]
+            if userEntries.values.contains(where: { $0.sessionCount > 0 }) {
+                lastSeen[user] = nil
+                continue
+            }
             let collectable = userEntries.allSatisfy { replica, entry in
                 guard entry.sessionCount == 0, let since = tombstonesHeldSince[replica]?[user], isExpired(since)
                 else { return false }
@@ -342,7 +406,7 @@ struct PresenceCRDT: Sendable {
                 horizons[replica] = max(horizons[replica] ?? 0, entry.version)
                 collected += 1
             }
-            departures[user] = nil
+            lastSeen[user] = nil
             if statuses[user] == nil {
                 views[user] = nil
             } else {
@@ -387,7 +451,7 @@ struct PresenceCRDT: Sendable {
     /// `peerClocks`: a summary of every replica with state here, and the entries the peer may lack. A replica
     /// goes whole when the peer's clock of it is below its horizon here, because then the peer
     /// may hold an entry whose tombstone was collected here. With nil `peerClocks` (a request)
-    /// every replica goes whole.
+    /// every replica goes whole. The `lastSeen` registers go separately (`lastSeenForReply`).
     func transfer(for peerClocks: [ReplicaID: UInt64]?) -> (replicas: [ReplicaID: ReplicaSummary], entries: [PresenceDelta]) {
         var summaries: [ReplicaID: ReplicaSummary] = [:]
         var result: [PresenceDelta] = []
@@ -403,9 +467,20 @@ struct PresenceCRDT: Sendable {
         return (summaries, result)
     }
 
-    /// Latest `changedAt` of any entry or departure of `user` here, or nil.
+    /// Every `lastSeen` register, ordered by user, with its age at the latest `mergeTransfer`.
+    /// Only a push-pull reply, built right after merging its request, may carry them, because
+    /// a younger age than the true one would let a collected value come back.
+    var lastSeenForReply: [LastSeenRecord] {
+        lastSeen.keys.sorted().map { user in
+            let value = lastSeen[user]!
+            return LastSeenRecord(userID: user, wall: value.wall, ageMs: value.age(at: lastTransferAt))
+        }
+    }
+
+    /// Latest `changedAt` of any entry of `user` here, or its `lastSeen` register if later; nil
+    /// when there is neither.
     func latestChange(of user: UserID) -> Int64? {
-        let times = (entries[user] ?? [:]).values.map(\.changedAt) + (departures[user].map { [$0.wall] } ?? [])
+        let times = (entries[user] ?? [:]).values.map(\.changedAt) + (lastSeen[user].map { [$0.wall] } ?? [])
         return times.max()
     }
 
@@ -471,6 +546,34 @@ struct PresenceCRDT: Sendable {
         }
     }
 
+    /// Merges `lastSeen` values by max. Of two copies of one value the older age is kept, and
+    /// a value aged `retentionMs` or more is ignored. A value taken here is not gossiped on,
+    /// because only its writer gossips it and push-pull spreads it further.
+    private mutating func mergeLastSeen(
+        _ records: [LastSeenRecord], retentionMs: UInt64, at monotonic: UInt64, touched: inout TouchedUsers
+    ) {
+        for record in records where record.ageMs < retentionMs {
+            let writtenAt = Int64(clamping: monotonic) - Int64(clamping: record.ageMs)
+            if let current = lastSeen[record.userID] {
+                if record.wall < current.wall { continue }
+                if record.wall == current.wall {
+                    lastSeen[record.userID]?.writtenAt = min(current.writtenAt, writtenAt)
+                    continue
+                }
+            }
+            lastSeen[record.userID] = LastSeenValue(wall: record.wall, writtenAt: writtenAt)
+            touched.add(record.userID)
+        }
+    }
+
+    /// Raises the `lastSeen` register of `user` to `wall`, written now. Returns whether it rose.
+    @discardableResult
+    private mutating func writeLastSeen(of user: UserID, wall: Int64, at monotonic: UInt64) -> Bool {
+        if let current = lastSeen[user], current.wall >= wall { return false }
+        lastSeen[user] = LastSeenValue(wall: wall, writtenAt: Int64(clamping: monotonic))
+        return true
+    }
+
     private mutating func storeEntry(_ entry: PresenceEntry, of replica: ReplicaID, user: UserID, at monotonic: UInt64) {
         entries[user, default: [:]][replica] = entry
         usersByReplica[replica, default: []].insert(user)
@@ -490,22 +593,21 @@ struct PresenceCRDT: Sendable {
         if tombstonesHeldSince[replica]?.isEmpty == true { tombstonesHeldSince[replica] = nil }
     }
 
-    private mutating func recordDeparture(of user: UserID, wall: Int64, at monotonic: UInt64) {
-        let latest = max(departures[user]?.wall ?? .min, wall)
-        departures[user] = Departure(wall: latest, heldSince: monotonic)
-    }
-
     /// Recomputes the views of `users` and returns those whose online state or custom status
-    /// changed. `lastSeen` alone changes silently, because no client-visible state changed.
+    /// changed, or who stay offline with a later `lastSeen` (a later close or a higher register
+    /// received). Reporting the later value makes every client end on what HTTP returns. A
+    /// `lastSeen` that falls or goes is not reported: only collection, here or by a peer whose
+    /// whole state removes a tombstone, takes one away.
     private mutating func refreshViews(of users: [UserID]) -> [UserPresenceState] {
         var changes: [UserPresenceState] = []
         for user in users {
             let fresh = computeView(of: user)
             let previous = view(of: user)
             // A user with nothing left here needs no view: `view(of:)` reports the same default.
-            let holdsNothing = entries[user] == nil && statuses[user] == nil && departures[user] == nil
+            let holdsNothing = entries[user] == nil && statuses[user] == nil && lastSeen[user] == nil
             views[user] = holdsNothing ? nil : fresh
-            if fresh.isOnline != previous.isOnline || fresh.custom != previous.custom {
+            let lastSeenRose = !fresh.isOnline && (fresh.lastSeen ?? .min) > (previous.lastSeen ?? .min)
+            if fresh.isOnline != previous.isOnline || fresh.custom != previous.custom || lastSeenRose {
                 changes.append(fresh)
             }
         }
@@ -513,7 +615,7 @@ struct PresenceCRDT: Sendable {
     }
 
     /// Online iff some live replica has a session. Offline `lastSeen` is the latest close this
-    /// node has: the newest tombstone or departure of the user.
+    /// node has: the newest tombstone or `lastSeen` register of the user.
     private func computeView(of user: UserID) -> UserPresenceState {
         let userEntries = entries[user] ?? [:]
         let isOnline = userEntries.values.contains { $0.sessionCount > 0 }

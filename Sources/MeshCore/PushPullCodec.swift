@@ -10,16 +10,19 @@
 //               flags: UInt8 (bit 0: the entries of this replica are its whole state)
 //     entries:  count, then presence deltas as in a datagram
 //     statuses: count, then status records as in a datagram
+//     lastSeen: count, then user ID, wall-clock milliseconds (zigzag varint), age in ms (varint)
 //
 // A request carries the sender's contiguous clocks and all its entries, every replica whole. A
 // reply carries the responder's clocks and, per replica, the entries above the requester's
 // clock, or every entry (whole) when the requester's clock is below the responder's collection
 // horizon: then the requester may hold an entry whose tombstone the responder collected, and
-// only the whole state shows that the entry is gone.
+// only the whole state shows that the entry is gone. Only a reply carries `lastSeen` registers,
+// with their ages measured when it was built; a request sends an empty list.
 
 /// Version byte of the push-pull payload. Version 1 had clocks without horizon and flags;
-/// version 2 added them with tombstone collection.
-let pushPullProtocolVersion: UInt8 = 2
+/// version 2 added them with tombstone collection. Version 3 added the `lastSeen` list at the
+/// end, so a restarted node learns the `lastSeen` of users whose replica was dropped.
+let pushPullProtocolVersion: UInt8 = 3
 
 /// Push-pull payload kinds; the numbers are the wire protocol, append-only.
 enum PushPullKind: UInt8, Sendable {
@@ -50,6 +53,8 @@ struct PushPullPayload: Equatable, Sendable {
     var horizons: [ReplicaID: UInt64] = [:]
     /// Replicas in `clocks` whose entries the payload carries whole.
     var wholeReplicas: Set<ReplicaID> = []
+    /// The sender's `lastSeen` registers with their ages; empty in a request.
+    var lastSeen: [LastSeenRecord] = []
 }
 
 enum PushPullCodec {
@@ -89,6 +94,13 @@ enum PushPullCodec {
         writer.writeVarint(UInt64(payload.statuses.count))
         for record in payload.statuses {
             GossipCodec.writeStatus(record, to: &writer)
+        }
+
+        writer.writeVarint(UInt64(payload.lastSeen.count))
+        for record in payload.lastSeen {
+            writer.writeString(record.userID)
+            writer.writeSigned(record.wall)
+            writer.writeVarint(record.ageMs)
         }
         return writer.bytes
     }
@@ -155,9 +167,21 @@ enum PushPullCodec {
             statuses.append(try GossipCodec.readStatus(from: &reader))
         }
 
+        // A user ID of 1 byte or more plus two varints: at least 4 bytes.
+        let lastSeenCount = try reader.readCount(field: "lastSeen count", minElementBytes: 4)
+        var lastSeen: [LastSeenRecord] = []
+        lastSeen.reserveCapacity(lastSeenCount)
+        for _ in 0..<lastSeenCount {
+            let user = try reader.readString(field: "user ID", maxBytes: WireLimits.maxUserIDBytes)
+            let wall = try reader.readSigned()
+            let age = try reader.readVarint()
+            lastSeen.append(LastSeenRecord(userID: user, wall: wall, ageMs: age))
+        }
+
         try reader.expectEnd()
         return PushPullPayload(
             kind: kind, senderName: senderName, senderEpoch: senderEpoch, members: members,
-            clocks: clocks, entries: entries, statuses: statuses, horizons: horizons, wholeReplicas: wholeReplicas)
+            clocks: clocks, entries: entries, statuses: statuses, horizons: horizons, wholeReplicas: wholeReplicas,
+            lastSeen: lastSeen)
     }
 }

@@ -54,13 +54,13 @@ private func deltas(_ count: Int) -> [GossipMessage] {
 @Test func codec_kindNumbers_areFixed() {
     let expected: [(MessageKind, UInt8)] = [
         (.ping, 1), (.pingRequest, 2), (.ack, 3), (.nack, 4), (.alive, 5), (.suspect, 6), (.dead, 7),
-        (.left, 8), (.presence, 9), (.customStatus, 10),
+        (.left, 8), (.presence, 9), (.customStatus, 10), (.lastSeen, 11),
     ]
     for (kind, number) in expected {
         #expect(kind.rawValue == number)
     }
-    #expect(gossipProtocolVersion == 2)
-    #expect(pushPullProtocolVersion == 2)
+    #expect(gossipProtocolVersion == 3)
+    #expect(pushPullProtocolVersion == 3)
 }
 
 @Test func codec_moreThan255Messages_roundTrip() throws {

@@ -110,7 +110,8 @@ private func sameState(_ a: PresenceCRDT, _ b: PresenceCRDT) -> Bool {
             let before = a.view(of: user)
             let after = result.view(of: user)
             let emitted = changes.first { $0.userID == user }
-            if before.isOnline != after.isOnline || before.custom != after.custom {
+            let lastSeenRose = !after.isOnline && (after.lastSeen ?? .min) > (before.lastSeen ?? .min)
+            if before.isOnline != after.isOnline || before.custom != after.custom || lastSeenRose {
                 #expect(emitted == after, "\(user) changed without an event")
             } else {
                 #expect(emitted == nil, "\(user) emitted without a change")
@@ -169,7 +170,7 @@ private func sameState(_ a: PresenceCRDT, _ b: PresenceCRDT) -> Bool {
         PresenceDelta(replica: a, userID: "both", entry: PresenceEntry(sessionCount: 1, version: 2, changedAt: 11)),
         PresenceDelta(replica: b, userID: "both", entry: PresenceEntry(sessionCount: 2, version: 1, changedAt: 12)),
     ], statuses: [])
-    let changes = state.dropReplica(a, wall: 500)
+    let changes = state.dropReplica(a, wall: 500).changes
     #expect(changes == [UserPresenceState(userID: "only-a", isOnline: false, lastSeen: 500, custom: nil)])
     #expect(state.view(of: "both").isOnline)
     let late = state.merge(

@@ -94,8 +94,8 @@ private func mergeWhole(_ target: inout PresenceCRDT, from source: PresenceCRDT,
 @Test func collection_droppedReplicaDeparture_isCollected() {
     var state = PresenceCRDT()
     _ = state.merge([delta(r1, "u", count: 1, version: 1)], statuses: [], at: 0)
-    #expect(state.dropReplica(r1, wall: 900, at: 1_000).map(\.lastSeen) == [900])
-    #expect(state.storageCounts.departures == 1)
+    #expect(state.dropReplica(r1, wall: 900, at: 1_000).changes.map(\.lastSeen) == [900])
+    #expect(state.storageCounts.lastSeenRegisters == 1)
     state.collectTombstones(now: 1_999, retentionMs: 1_000)
     #expect(state.view(of: "u").lastSeen == 900)
     state.collectTombstones(now: 2_000, retentionMs: 1_000)
@@ -250,7 +250,9 @@ private struct ReplicaHistories {
         let changes = mergeWhole(&after, from: source, wall: 999)
         for user in (0..<5).map({ "user-\($0)" }) {
             let emitted = changes.filter { $0.userID == user }
-            if before.view(of: user).isOnline != after.view(of: user).isOnline {
+            let lastSeenRose = !after.view(of: user).isOnline
+                && (after.view(of: user).lastSeen ?? .min) > (before.view(of: user).lastSeen ?? .min)
+            if before.view(of: user).isOnline != after.view(of: user).isOnline || lastSeenRose {
                 #expect(emitted == [after.view(of: user)], "seed \(seed): \(user) changed without one event")
             } else {
                 #expect(emitted.isEmpty, "seed \(seed): \(user) emitted without a change")
