@@ -44,9 +44,9 @@ extension MeshInstance {
 
     // MARK: - Push-pull
 
-    mutating func startPushPull(to address: GossipAddress) {
+    mutating func startPushPull(to address: GossipAddress, at time: MeshTime) {
         guard address != config.gossipAddress else { return }
-        let payload = pushPullPayload(kind: .request, entriesAbove: [:])
+        let payload = pushPullPayload(kind: .request, entriesAbove: [:], at: time)
         counters.pushPullsStarted += 1
         output.append(.pushPull(payload: PushPullCodec.encode(payload), to: address))
         pushPullSerial += 1
@@ -54,13 +54,16 @@ extension MeshInstance {
     }
 
     /// This node's side of a push-pull: every member, its contiguous clocks, and the entries
-    /// above `peerClocks` (all entries for a request; see `addPresence`).
-    func pushPullPayload(kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64]) -> PushPullPayload {
+    /// above `peerClocks` (all entries for a request; see `addPresence`). `time` is when the
+    /// payload is sent, from which the ages of its `lastSeen` registers are measured.
+    func pushPullPayload(
+        kind: PushPullKind, entriesAbove peerClocks: [ReplicaID: UInt64], at time: MeshTime
+    ) -> PushPullPayload {
         var payload = PushPullPayload(
             kind: kind, senderName: config.name, senderEpoch: epoch,
             members: records.sortedRecords.map(\.snapshot),
             clocks: [:], entries: [], statuses: [])
-        addPresence(to: &payload, peerClocks: kind == .request ? nil : peerClocks)
+        addPresence(to: &payload, peerClocks: kind == .request ? nil : peerClocks, at: time)
         return payload
     }
 
@@ -96,7 +99,7 @@ extension MeshInstance {
     /// Push-pull with one random alive member, for anti-entropy.
     mutating func runPushPullRound(at time: MeshTime) {
         if !hasLeft, let target = sampleLiveMembers(1, aliveOnly: true).first {
-            startPushPull(to: target.gossipAddress)
+            startPushPull(to: target.gossipAddress, at: time)
         }
         timers.schedule(.pushPullRound, at: time.monotonic + pushPullInterval())
     }
@@ -125,7 +128,7 @@ extension MeshInstance {
             }
         }
         if !hasLeft, let target = random.sample(1, from: candidates.sorted()).first {
-            startPushPull(to: target)
+            startPushPull(to: target, at: time)
         }
         timers.schedule(.reconnectRound, at: time.monotonic + config.gossip.reconnectIntervalMs)
     }

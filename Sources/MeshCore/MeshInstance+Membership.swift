@@ -207,7 +207,7 @@ extension MeshInstance {
                 presenceState.acceptReplica(record.replica)
                 noteAccepted(record.replica, at: time)
                 insertIntoProbeOrder(name)
-                if !hasLeft { startPushPull(to: record.member.gossipAddress) }
+                if !hasLeft { startPushPull(to: record.member.gossipAddress, at: time) }
             }
         case .suspect:
             let settings = config.gossip
@@ -253,7 +253,7 @@ extension MeshInstance {
         let finalState = records[old.member.name]?.member.state ?? .dead
         insertMember(alive, at: time, previous: finalState)
         // Deltas of the new run that arrived before this alive were ignored; fetch them.
-        if !hasLeft { startPushPull(to: alive.gossipAddress) }
+        if !hasLeft { startPushPull(to: alive.gossipAddress, at: time) }
     }
 
     /// Marks dead every other live member at `address`: an address has one live member at most,

@@ -79,8 +79,8 @@ extension MeshInstance {
     }
 
     /// Queues `lastSeen` values written here. Only the writer gossips a value, so each one on
-    /// the wire is fresh and its receivers may take its age as 0; push-pull replies carry it to
-    /// the nodes gossip missed.
+    /// the wire is fresh and its receivers take its age as 0. Push-pull carries it to the nodes
+    /// that gossip missed.
     private mutating func queueLastSeen(_ records: [LastSeenRecord]) {
         for record in records {
             broadcasts.enqueue(.lastSeen(record.userID), framed: GossipCodec.frame(.lastSeen(record)))
@@ -88,17 +88,16 @@ extension MeshInstance {
     }
 
     /// Fills the presence part of a push-pull payload for a peer with contiguous clocks
-    /// `peerClocks`, or with everything for a request (nil). Only a reply carries the `lastSeen`
-    /// registers, because a request is built without the current time and so cannot state their
-    /// exact ages (see `PresenceCRDT.lastSeenForReply`).
-    func addPresence(to payload: inout PushPullPayload, peerClocks: [ReplicaID: UInt64]?) {
+    /// `peerClocks`, or with everything for a request (nil). Every `lastSeen` register goes,
+    /// with its age at `time`.
+    func addPresence(to payload: inout PushPullPayload, peerClocks: [ReplicaID: UInt64]?, at time: MeshTime) {
         let (summaries, entries) = presenceState.transfer(for: peerClocks)
         payload.clocks = summaries.mapValues(\.contiguous)
         payload.horizons = summaries.filter { $0.value.horizon > 0 }.mapValues(\.horizon)
         payload.wholeReplicas = Set(summaries.filter(\.value.isWhole).keys)
         payload.entries = entries
         payload.statuses = presenceState.allStatuses
-        payload.lastSeen = peerClocks == nil ? [] : presenceState.lastSeenForReply
+        payload.lastSeen = presenceState.lastSeenRecords(at: time.monotonic)
     }
 
     /// Merges the presence part of the other side of a push-pull. The payload held every entry

@@ -97,7 +97,7 @@ public struct MeshInstance: Sendable {
 
         var contacted: Set<GossipAddress> = []
         for seed in config.seeds where seed != config.gossipAddress && contacted.insert(seed).inserted {
-            startPushPull(to: seed)
+            startPushPull(to: seed, at: time)
         }
         return finish()
     }
@@ -173,7 +173,7 @@ public struct MeshInstance: Sendable {
             return (nil, finish())
         }
         mergePushPull(request, at: time)
-        let reply = PushPullCodec.encode(pushPullPayload(kind: .reply, entriesAbove: request.clocks))
+        let reply = PushPullCodec.encode(pushPullPayload(kind: .reply, entriesAbove: request.clocks, at: time))
         return (reply, finish())
     }
 

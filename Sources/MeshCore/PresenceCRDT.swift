@@ -189,9 +189,6 @@ struct PresenceCRDT: Sendable {
     /// so every node that receives the same writes ends with the same value. A node that never
     /// had the removed entries (a restarted one) receives the value by gossip and push-pull.
     private(set) var lastSeen: [UserID: LastSeenValue] = [:]
-    /// Monotonic milliseconds of the latest `mergeTransfer`. A push-pull reply is built right
-    /// after merging the request, so the register ages in the reply are measured from it.
-    private var lastTransferAt: UInt64 = 0
 
     struct LastSeenValue: Equatable, Sendable {
         /// Wall-clock milliseconds.
@@ -281,7 +278,6 @@ struct PresenceCRDT: Sendable {
     ) -> MergeResult {
         var result = MergeResult()
         var touched = TouchedUsers()
-        lastTransferAt = monotonic
         mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
         mergeStatuses(newStatuses, into: &result, touched: &touched)
         mergeLastSeen(records, retentionMs: retentionMs, at: monotonic, touched: &touched)
@@ -451,7 +447,7 @@ struct PresenceCRDT: Sendable {
     /// `peerClocks`: a summary of every replica with state here, and the entries the peer may lack. A replica
     /// goes whole when the peer's clock of it is below its horizon here, because then the peer
     /// may hold an entry whose tombstone was collected here. With nil `peerClocks` (a request)
-    /// every replica goes whole. The `lastSeen` registers go separately (`lastSeenForReply`).
+    /// every replica goes whole. The `lastSeen` registers go separately (`lastSeenRecords`).
     func transfer(for peerClocks: [ReplicaID: UInt64]?) -> (replicas: [ReplicaID: ReplicaSummary], entries: [PresenceDelta]) {
         var summaries: [ReplicaID: ReplicaSummary] = [:]
         var result: [PresenceDelta] = []
@@ -467,13 +463,13 @@ struct PresenceCRDT: Sendable {
         return (summaries, result)
     }
 
-    /// Every `lastSeen` register, ordered by user, with its age at the latest `mergeTransfer`.
-    /// Only a push-pull reply, built right after merging its request, may carry them, because
-    /// a younger age than the true one would let a collected value come back.
-    var lastSeenForReply: [LastSeenRecord] {
+    /// Every `lastSeen` register, ordered by user, with its age at `monotonic`, the time of
+    /// sending. The age MUST NOT be understated, because a copy younger than its write would
+    /// outlive the collection of the value elsewhere and bring it back there.
+    func lastSeenRecords(at monotonic: UInt64) -> [LastSeenRecord] {
         lastSeen.keys.sorted().map { user in
             let value = lastSeen[user]!
-            return LastSeenRecord(userID: user, wall: value.wall, ageMs: value.age(at: lastTransferAt))
+            return LastSeenRecord(userID: user, wall: value.wall, ageMs: value.age(at: monotonic))
         }
     }
 

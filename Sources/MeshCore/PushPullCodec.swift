@@ -16,8 +16,8 @@
 // reply carries the responder's clocks and, per replica, the entries above the requester's
 // clock, or every entry (whole) when the requester's clock is below the responder's collection
 // horizon: then the requester may hold an entry whose tombstone the responder collected, and
-// only the whole state shows that the entry is gone. Only a reply carries `lastSeen` registers,
-// with their ages measured when it was built; a request sends an empty list.
+// only the whole state shows that the entry is gone. Both kinds carry every `lastSeen` register
+// with its age when the payload was built.
 
 /// Version byte of the push-pull payload. Version 1 had clocks without horizon and flags;
 /// version 2 added them with tombstone collection. Version 3 added the `lastSeen` list at the
@@ -53,7 +53,7 @@ struct PushPullPayload: Equatable, Sendable {
     var horizons: [ReplicaID: UInt64] = [:]
     /// Replicas in `clocks` whose entries the payload carries whole.
     var wholeReplicas: Set<ReplicaID> = []
-    /// The sender's `lastSeen` registers with their ages; empty in a request.
+    /// The sender's `lastSeen` registers with their ages.
     var lastSeen: [LastSeenRecord] = []
 }
 

@@ -347,8 +347,8 @@ private struct ReplicaHistories {
 
     network.dropDatagram = nil
     network.clearEvents()
-    network.event(c) { instance, _ in
-        instance.startPushPull(to: a)
+    network.event(c) { instance, time in
+        instance.startPushPull(to: a, at: time)
         return instance.finish()
     }
     #expect(!network.isOnline("ghost", on: c), "ghost stayed online on the node that missed its tombstone")
