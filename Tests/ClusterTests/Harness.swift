@@ -287,3 +287,16 @@ final class TestClient: @unchecked Sendable {
 
     deinit { pump?.cancel() }
 }
+
+extension NodeProcess {
+    /// Starts a node listening at fixed addresses, to restart a node at the ports of its earlier
+    /// run. The `--client` and `--gossip` flags come after the OS-chosen ones of `start`, and
+    /// the node takes the last value of a repeated flag.
+    static func start(
+        name: String, clientAddress: String, gossipAddress: String, seeds: [String] = [], extraArguments: [String] = []
+    ) throws -> NodeProcess {
+        try start(
+            name: name, seeds: seeds,
+            extraArguments: ["--client", clientAddress, "--gossip", gossipAddress] + extraArguments)
+    }
+}
