@@ -180,10 +180,17 @@ extension PresenceNode: ClientServerDelegate {
         for change in changes {
             if grace > 0 {
                 if !change.isOnline {
-                    let due = uv_now(loop) + grace
-                    pendingOffline[change.userID] = (change, pendingOffline[change.userID]?.due ?? due)
-                    scheduleGraceTimer()
-                    continue
+                    if let pending = pendingOffline[change.userID] {
+                        pendingOffline[change.userID] = (change, pending.due)
+                        continue
+                    }
+                    // Only a user clients see online waits; for a user already offline this is
+                    // news about `lastSeen` and goes out at once.
+                    if publishedOnline.contains(change.userID) {
+                        pendingOffline[change.userID] = (change, uv_now(loop) + grace)
+                        scheduleGraceTimer()
+                        continue
+                    }
                 }
                 if let pending = pendingOffline.removeValue(forKey: change.userID) {
                     stats.offlineEventsCancelled += 1
@@ -197,6 +204,13 @@ extension PresenceNode: ClientServerDelegate {
 
     private func fanOut(_ change: UserPresenceState) {
         stats.presenceEvents += 1
+        if config.presence.offlineGraceMs > 0 {
+            if change.isOnline {
+                publishedOnline.insert(change.userID)
+            } else {
+                publishedOnline.remove(change.userID)
+            }
+        }
         var frame: OutgoingFrame?
         subscriptions.forEachWatcher(of: change.userID) { session in
             if frame == nil { frame = OutgoingFrame(EventEncoding.userPresence(change)) }
