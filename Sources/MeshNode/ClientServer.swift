@@ -38,7 +38,7 @@ struct HTTPResponse {
     }
 }
 
-/// Who a WebSocket upgrade was accepted for.
+/// The identity a WebSocket upgrade was accepted with.
 struct UpgradeGrant {
     var userID: String
     /// The session watches without making its user online.
@@ -86,7 +86,7 @@ final class ClientSession {
 
     var queuedFrames: Int { outbox.count - outboxHead }
 
-    /// Sends a frame, in the order frames were sent. When nothing is queued and lws holds no
+    /// Sends a frame, in the order frames were sent. When nothing is queued and lws has no
     /// unsent part of an earlier write, the frame is written at once, which saves arming write
     /// interest and a poll round trip per delivery. Otherwise it waits in the queue for the next
     /// writeable callback, which lws issues only after it has flushed a truncated write itself.
@@ -279,7 +279,7 @@ final class ClientServer {
         var closed = 0
         for session in Array(sessions.values) where session.isOpen {
             let idle = now >= session.lastActivity ? now - session.lastActivity : 0
-            // A client that does not answer the close frame either is dropped at the next sweep,
+            // A client that does not reply to the close frame either is dropped at the next sweep,
             // when the second `closeNow` frees the connection that lws kept waiting for the close ack.
             if idle >= closeAfterMs {
                 if session.closeStatus == nil {

@@ -25,7 +25,7 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(host):\(port)" }
 }
 
-/// How clients prove who they are.
+/// The method clients authenticate with.
 public enum AuthMode: String, Sendable {
     /// Development mode: the user is the `userId` query parameter.
     case none
@@ -41,7 +41,7 @@ public struct AuthConfig: Sendable, Equatable {
 
 /// Presence behaviour of this node.
 public struct PresenceSettings: Sendable, Equatable {
-    /// Milliseconds an offline event waits before it is sent; a return within it cancels the event,
+    /// Milliseconds an offline event waits before it is sent. A return within it cancels the event,
     /// so a client that reconnects quickly causes no offline/online flap. Default 0 (no delay).
     public var offlineGraceMs: UInt64 = 0
 }

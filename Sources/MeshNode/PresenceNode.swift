@@ -24,8 +24,8 @@ public final class PresenceNode {
     var subscriptions = SubscriptionIndex()
     /// Offline events waiting out `presence.offlineGraceMs`, by user, with their due time.
     var pendingOffline: [UserID: (state: UserPresenceState, due: UInt64)] = [:]
-    /// Users whose last published state is online; kept only while `presence.offlineGraceMs` is
-    /// above 0, to tell a user going offline from an offline user whose `lastSeen` rose.
+    /// Users whose last published state is online. It is kept only while `presence.offlineGraceMs`
+    /// is above 0, where it tells a user going offline from an offline user whose `lastSeen` rose.
     var publishedOnline: Set<UserID> = []
     var stats = NodeStats()
     private(set) var isStopping = false

@@ -144,7 +144,7 @@ final class SlowSubscriberTests: XCTestCase {
 }
 
 final class KeepaliveTests: XCTestCase {
-    func testSilentClient_isClosedAndGoesOffline_pongingClientStays() async throws {
+    func testSilentClient_closedAndOffline() async throws {
         let configPath = FileManager.default.temporaryDirectory.appendingPathComponent("keepalive-\(UUID().uuidString).json").path
         let config = #"{"name":"keepalive","limits":{"pingIntervalMs":300,"idleTimeoutMs":900}}"#
         FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8))
@@ -152,11 +152,11 @@ final class KeepaliveTests: XCTestCase {
         let node = try NodeProcess.start(name: "keepalive", extraArguments: ["--config", configPath])
         defer { node.stop() }
 
-        // libwebsockets answers pings by itself, so this watcher stays although it sends nothing.
+        // libwebsockets replies to pings by itself, so this watcher stays although it sends nothing.
         let watcher = try await TestClient.connect(node: node, user: "watcher")
         watcher.subscribe(["ghost"])
         try await watcher.waitForMessage(type: "presence.snapshot", id: "sub")
-        // The raw client never answers pings, like a phone that lost its network.
+        // The raw client never replies to pings, like a phone that lost its network.
         let ghost = try RawWebSocket(port: node.clientPort, path: "/v1/ws?userId=ghost", receiveBufferBytes: 65_536)
         try await watcher.waitForStatus("online", of: "ghost")
 
