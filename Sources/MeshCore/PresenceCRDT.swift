@@ -165,9 +165,9 @@ struct ReplicaSummary: Equatable, Sendable {
 ///   collection. A peer whose clock of the replica is below it gets the replica's whole state,
 ///   and a whole state removes the receiver's entries that it covers and lacks.
 struct PresenceCRDT: Sendable {
-    /// user → replica → entry, for live replicas only.
-    private(set) var entries: [UserID: [ReplicaID: PresenceEntry]] = [:]
-    private(set) var usersByReplica: [ReplicaID: Set<UserID>] = [:]
+    /// The entries of live replicas, by user. A node stores one per (replica, user) of the whole
+    /// cluster, so the table stores them compactly.
+    private var table = PresenceEntryTable()
     private(set) var clocks: [ReplicaID: ReplicaClock] = [:]
     /// Collection horizon per replica: every version above it that this node ever held is here or
     /// superseded by an entry here. Raised by local collection and by merging a whole state.
@@ -178,9 +178,6 @@ struct PresenceCRDT: Sendable {
     /// Replicas whose node is dead, left or replaced by a newer run: their deltas are ignored
     /// until `acceptReplica`.
     private(set) var ignoredReplicas: Set<ReplicaID> = []
-    /// The last view of each user reported to the shell. Users with no entry, status or
-    /// `lastSeen` register left have none.
-    private(set) var views: [UserID: UserPresenceState] = [:]
     /// Monotonic milliseconds at which each tombstone held here was stored; collection waits
     /// the retention time from it.
     private(set) var tombstonesHeldSince: [ReplicaID: [UserID: UInt64]] = [:]
@@ -231,7 +228,23 @@ struct PresenceCRDT: Sendable {
     }
 
     func entry(of replica: ReplicaID, user: UserID) -> PresenceEntry? {
-        entries[user]?[replica]
+        table.entry(of: replica, user: user)
+    }
+
+    /// Every entry as user → replica → entry. Builds a copy of the whole state, for tests and
+    /// comparisons.
+    var entries: [UserID: [ReplicaID: PresenceEntry]] {
+        var result: [UserID: [ReplicaID: PresenceEntry]] = [:]
+        table.forEach { user, replica, entry in result[user, default: [:]][replica] = entry }
+        return result
+    }
+
+    /// The view of every user with an entry, a status or a `lastSeen` register. Views are
+    /// derived from the state on demand, so this builds them all, for tests and comparisons.
+    var views: [UserID: UserPresenceState] {
+        var users = Set(statuses.keys).union(lastSeen.keys)
+        table.forEach { user, _, _ in users.insert(user) }
+        return Dictionary(uniqueKeysWithValues: users.map { ($0, computeView(of: $0)) })
     }
 
     func isIgnored(_ replica: ReplicaID) -> Bool {
@@ -240,10 +253,10 @@ struct PresenceCRDT: Sendable {
 
     var storageCounts: StorageCounts {
         var counts = StorageCounts()
-        counts.users = entries.count
-        for replicaEntries in entries.values {
-            counts.entries += replicaEntries.count
-            counts.tombstones += replicaEntries.values.filter { $0.sessionCount == 0 }.count
+        counts.users = table.userCount
+        counts.entries = table.entryCount
+        table.forEach { _, _, entry in
+            if entry.sessionCount == 0 { counts.tombstones += 1 }
         }
         counts.views = views.count
         counts.lastSeenRegisters = lastSeen.count
@@ -262,7 +275,7 @@ struct PresenceCRDT: Sendable {
         mergeEntries(deltas, at: monotonic, into: &result, touched: &touched)
         mergeStatuses(newStatuses, into: &result, touched: &touched)
         mergeLastSeen(records, retentionMs: .max, at: monotonic, touched: &touched)
-        result.changes = refreshViews(of: touched.ordered)
+        result.changes = refreshViews(of: touched)
         return result
     }
 
@@ -283,16 +296,16 @@ struct PresenceCRDT: Sendable {
         mergeLastSeen(records, retentionMs: retentionMs, at: monotonic, touched: &touched)
 
         var sentUsers: [ReplicaID: Set<UserID>] = [:]
-        for delta in deltas {
+        for delta in deltas where replicas[delta.replica]?.isWhole == true {
             sentUsers[delta.replica, default: []].insert(delta.userID)
         }
         for replica in replicas.keys.sorted() where !ignoredReplicas.contains(replica) {
             let summary = replicas[replica]!
             if summary.isWhole {
                 let sent = sentUsers[replica] ?? []
-                let held = (usersByReplica[replica] ?? []).sorted()
-                for user in held where !sent.contains(user) {
-                    guard let entry = entries[user]?[replica], entry.version <= summary.contiguous else { continue }
+                let held = table.entries(of: replica).sorted { $0.user < $1.user }
+                for (user, entry) in held where !sent.contains(user) && entry.version <= summary.contiguous {
+                    touched.add(user, previous: view(of: user))
                     removeEntry(of: replica, user: user)
                     if entry.sessionCount > 0 {
                         // A stale online entry: the sender collected the tombstone that ended it,
@@ -301,7 +314,6 @@ struct PresenceCRDT: Sendable {
                             result.lastSeenWrites.append(LastSeenRecord(userID: user, wall: wall))
                         }
                     }
-                    touched.add(user)
                 }
                 horizons[replica] = max(horizons[replica] ?? 0, summary.horizon)
             }
@@ -309,7 +321,7 @@ struct PresenceCRDT: Sendable {
                 clocks[replica, default: ReplicaClock()].advance(to: summary.contiguous)
             }
         }
-        result.changes = refreshViews(of: touched.ordered)
+        result.changes = refreshViews(of: touched)
         return result
     }
 
@@ -329,14 +341,11 @@ struct PresenceCRDT: Sendable {
         ignoredReplicas.insert(replica)
         clocks[replica] = nil
         horizons[replica] = nil
-        guard let users = usersByReplica[replica] else {
-            tombstonesHeldSince[replica] = nil
-            return DropResult()
-        }
+        let held = table.entries(of: replica).sorted { $0.user < $1.user }
         var result = DropResult()
-        let ordered = users.sorted()
-        for user in ordered {
-            guard let entry = entries[user]?[replica] else { continue }
+        var touched = TouchedUsers()
+        for (user, entry) in held {
+            touched.add(user, previous: view(of: user))
             removeEntry(of: replica, user: user)
             if entry.sessionCount == 0 {
                 writeLastSeen(of: user, wall: entry.changedAt, at: monotonic)
@@ -345,7 +354,7 @@ struct PresenceCRDT: Sendable {
             }
         }
         tombstonesHeldSince[replica] = nil
-        result.changes = refreshViews(of: ordered)
+        result.changes = refreshViews(of: touched)
         return result
     }
 
@@ -386,7 +395,8 @@ struct PresenceCRDT: Sendable {
         var collected = 0
         for user in candidates.sorted() {
             guard isRegisterExpired(user) else { continue }
-            let userEntries = entries[user] ?? [:]
+            var userEntries: [ReplicaID: PresenceEntry] = [:]
+            table.forEachEntry(of: user) { replica, entry in userEntries[replica] = entry }
             if userEntries.values.contains(where: { $0.sessionCount > 0 }) {
                 lastSeen[user] = nil
                 continue
@@ -403,11 +413,6 @@ struct PresenceCRDT: Sendable {
                 collected += 1
             }
             lastSeen[user] = nil
-            if statuses[user] == nil {
-                views[user] = nil
-            } else {
-                views[user] = computeView(of: user)
-            }
         }
         return collected
     }
@@ -425,8 +430,7 @@ struct PresenceCRDT: Sendable {
     /// Every entry of `replica`, ordered by version.
     func deltas(of replica: ReplicaID, newerThan floor: UInt64 = 0) -> [PresenceDelta] {
         var result: [PresenceDelta] = []
-        for user in usersByReplica[replica] ?? [] {
-            guard let entry = entries[user]?[replica], entry.version > floor else { continue }
+        for (user, entry) in table.entries(of: replica) where entry.version > floor {
             result.append(PresenceDelta(replica: replica, userID: user, entry: entry))
         }
         result.sort { $0.entry.version < $1.entry.version }
@@ -436,9 +440,26 @@ struct PresenceCRDT: Sendable {
     /// Entries a peer with contiguous clocks `peerClocks` may lack: those above the peer's clock
     /// of their replica, ordered by replica, then version.
     func deltas(newerThan peerClocks: [ReplicaID: UInt64]) -> [PresenceDelta] {
+        deltas(newerThan: { peerClocks[$0] ?? 0 })
+    }
+
+    /// Entries above `floor` of their replica, ordered by replica, then version, from one pass
+    /// over the table.
+    private func deltas(newerThan floor: (ReplicaID) -> UInt64) -> [PresenceDelta] {
+        var floors: [ReplicaID: UInt64] = [:]
+        for replica in table.replicas {
+            floors[replica] = floor(replica)
+        }
+        var byReplica: [ReplicaID: [PresenceDelta]] = [:]
+        table.forEach { user, replica, entry in
+            if entry.version > floors[replica]! {
+                byReplica[replica, default: []].append(PresenceDelta(replica: replica, userID: user, entry: entry))
+            }
+        }
         var result: [PresenceDelta] = []
-        for replica in usersByReplica.keys.sorted() {
-            result.append(contentsOf: deltas(of: replica, newerThan: peerClocks[replica] ?? 0))
+        result.reserveCapacity(byReplica.values.reduce(0) { $0 + $1.count })
+        for replica in byReplica.keys.sorted() {
+            result.append(contentsOf: byReplica[replica]!.sorted { $0.entry.version < $1.entry.version })
         }
         return result
     }
@@ -450,16 +471,17 @@ struct PresenceCRDT: Sendable {
     /// every replica goes whole. The `lastSeen` registers go separately (`lastSeenRecords`).
     func transfer(for peerClocks: [ReplicaID: UInt64]?) -> (replicas: [ReplicaID: ReplicaSummary], entries: [PresenceDelta]) {
         var summaries: [ReplicaID: ReplicaSummary] = [:]
-        var result: [PresenceDelta] = []
-        let replicas = Set(clocks.keys).union(usersByReplica.keys).sorted()
+        let replicas = Set(clocks.keys).union(table.replicas).sorted()
         for replica in replicas {
             let horizon = horizons[replica] ?? 0
             let peerClock = peerClocks.map { $0[replica] ?? 0 }
             let isWhole = peerClock.map { $0 < horizon } ?? true
             summaries[replica] = ReplicaSummary(
                 contiguous: clocks[replica]?.contiguous ?? 0, horizon: horizon, isWhole: isWhole)
-            result.append(contentsOf: deltas(of: replica, newerThan: isWhole ? 0 : peerClock ?? 0))
         }
+        let result = deltas(newerThan: { replica in
+            summaries[replica]!.isWhole ? 0 : peerClocks?[replica] ?? 0
+        })
         return (summaries, result)
     }
 
@@ -476,8 +498,9 @@ struct PresenceCRDT: Sendable {
     /// Latest `changedAt` of any entry of `user` here, or its `lastSeen` register if later; nil
     /// when there is neither.
     func latestChange(of user: UserID) -> Int64? {
-        let times = (entries[user] ?? [:]).values.map(\.changedAt) + (lastSeen[user].map { [$0.wall] } ?? [])
-        return times.max()
+        let entryChange = table.summary(of: user).latestChange
+        guard let register = lastSeen[user]?.wall else { return entryChange }
+        return max(entryChange ?? .min, register)
     }
 
     /// Every status record, ordered by user.
@@ -487,23 +510,23 @@ struct PresenceCRDT: Sendable {
 
     /// Returns the merged presence of `user`: offline with nil `lastSeen` when never seen.
     func view(of user: UserID) -> UserPresenceState {
-        // Every user with an entry or a status has a view, because each merge refreshes them.
-        views[user] ?? UserPresenceState(userID: user, isOnline: false, lastSeen: nil, custom: nil)
+        computeView(of: user)
     }
 
     var onlineUsers: [UserID] {
-        views.values.filter(\.isOnline).map(\.userID).sorted()
+        table.onlineUsers.sorted()
     }
 
     // MARK: - Internals
 
-    /// Users touched by one mutation, in first-touch order.
+    /// Users touched by one mutation, in first-touch order, with their views before it. Views
+    /// are not stored, so each mutation MUST add a user before it changes the user's state.
     private struct TouchedUsers {
-        var ordered: [UserID] = []
+        var ordered: [(user: UserID, previous: UserPresenceState)] = []
         var seen: Set<UserID> = []
 
-        mutating func add(_ user: UserID) {
-            if seen.insert(user).inserted { ordered.append(user) }
+        mutating func add(_ user: UserID, previous: @autoclosure () -> UserPresenceState) {
+            if seen.insert(user).inserted { ordered.append((user, previous())) }
         }
     }
 
@@ -512,7 +535,7 @@ struct PresenceCRDT: Sendable {
     ) {
         for delta in deltas where !ignoredReplicas.contains(delta.replica) {
             let version = delta.entry.version
-            if let current = entries[delta.userID]?[delta.replica] {
+            if let current = table.entry(of: delta.replica, user: delta.userID) {
                 if current.version >= version {
                     // Superseded here, so the version is covered all the same.
                     clocks[delta.replica, default: ReplicaClock()].record(version)
@@ -525,9 +548,9 @@ struct PresenceCRDT: Sendable {
                 continue
             }
             clocks[delta.replica, default: ReplicaClock()].record(version)
+            touched.add(delta.userID, previous: view(of: delta.userID))
             storeEntry(delta.entry, of: delta.replica, user: delta.userID, at: monotonic)
             result.newDeltas.append(delta)
-            touched.add(delta.userID)
         }
     }
 
@@ -536,9 +559,9 @@ struct PresenceCRDT: Sendable {
     ) {
         for record in newStatuses {
             if let current = statuses[record.userID], !current.isSuperseded(by: record) { continue }
+            touched.add(record.userID, previous: view(of: record.userID))
             statuses[record.userID] = record
             result.newStatuses.append(record)
-            touched.add(record.userID)
         }
     }
 
@@ -557,8 +580,8 @@ struct PresenceCRDT: Sendable {
                     continue
                 }
             }
+            touched.add(record.userID, previous: view(of: record.userID))
             lastSeen[record.userID] = LastSeenValue(wall: record.wall, writtenAt: writtenAt)
-            touched.add(record.userID)
         }
     }
 
@@ -571,8 +594,7 @@ struct PresenceCRDT: Sendable {
     }
 
     private mutating func storeEntry(_ entry: PresenceEntry, of replica: ReplicaID, user: UserID, at monotonic: UInt64) {
-        entries[user, default: [:]][replica] = entry
-        usersByReplica[replica, default: []].insert(user)
+        table.set(entry, of: replica, user: user)
         if entry.sessionCount == 0 {
             tombstonesHeldSince[replica, default: [:]][user] = monotonic
         } else {
@@ -581,27 +603,20 @@ struct PresenceCRDT: Sendable {
     }
 
     private mutating func removeEntry(of replica: ReplicaID, user: UserID) {
-        entries[user]?[replica] = nil
-        if entries[user]?.isEmpty == true { entries[user] = nil }
-        usersByReplica[replica]?.remove(user)
-        if usersByReplica[replica]?.isEmpty == true { usersByReplica[replica] = nil }
+        table.remove(of: replica, user: user)
         tombstonesHeldSince[replica]?[user] = nil
         if tombstonesHeldSince[replica]?.isEmpty == true { tombstonesHeldSince[replica] = nil }
     }
 
-    /// Recomputes the views of `users` and returns those whose online state or custom status
+    /// Recomputes the views of the touched users and returns those whose online state or custom status
     /// changed, or who stay offline with a later `lastSeen` (a later close or a higher register
     /// received). Reporting the later value makes every client end on what HTTP returns. A
     /// `lastSeen` that falls or goes is not reported: only collection, here or by a peer whose
     /// whole state removes a tombstone, takes one away.
-    private mutating func refreshViews(of users: [UserID]) -> [UserPresenceState] {
+    private func refreshViews(of touched: TouchedUsers) -> [UserPresenceState] {
         var changes: [UserPresenceState] = []
-        for user in users {
+        for (user, previous) in touched.ordered {
             let fresh = computeView(of: user)
-            let previous = view(of: user)
-            // A user with nothing left here needs no view: `view(of:)` reports the same default.
-            let holdsNothing = entries[user] == nil && statuses[user] == nil && lastSeen[user] == nil
-            views[user] = holdsNothing ? nil : fresh
             let lastSeenRose = !fresh.isOnline && (fresh.lastSeen ?? .min) > (previous.lastSeen ?? .min)
             if fresh.isOnline != previous.isOnline || fresh.custom != previous.custom || lastSeenRose {
                 changes.append(fresh)
@@ -613,9 +628,13 @@ struct PresenceCRDT: Sendable {
     /// Online iff some live replica has a session. Offline `lastSeen` is the latest close this
     /// node has: the newest tombstone or `lastSeen` register of the user.
     private func computeView(of user: UserID) -> UserPresenceState {
-        let userEntries = entries[user] ?? [:]
-        let isOnline = userEntries.values.contains { $0.sessionCount > 0 }
-        let lastSeen = isOnline ? nil : latestChange(of: user)
+        let summary = table.summary(of: user)
+        var lastSeen: Int64?
+        if !summary.isOnline {
+            let register = self.lastSeen[user]?.wall
+            lastSeen = register.map { max($0, summary.latestChange ?? .min) } ?? summary.latestChange
+        }
+        let isOnline = summary.isOnline
         return UserPresenceState(userID: user, isOnline: isOnline, lastSeen: lastSeen, custom: statuses[user]?.value)
     }
 }
