@@ -115,12 +115,22 @@ extension MeshInstance {
                 contiguous: contiguous, horizon: payload.horizons[replica] ?? 0,
                 isWhole: payload.wholeReplicas.contains(replica))
         }
-        let result = presenceState.mergeTransfer(
+        var result = presenceState.mergeTransfer(
             accepted, statuses: payload.statuses, lastSeen: payload.lastSeen, replicas: summaries,
             retentionMs: config.gossip.tombstoneRetentionMs, wall: time.wall, at: time.monotonic)
+        if result.newDeltas.count > Self.maxGossipedPushPullDeltas {
+            result.newDeltas = []
+        }
         queueNews(result)
         emit(result.changes)
     }
+
+    /// Maximum new deltas from one push-pull that are queued for gossip. More is a bulk transfer,
+    /// such as a node joining a loaded cluster or a partition healing. Their writers gossiped
+    /// them already, and every member fetches them by its own push-pulls. Queueing them would
+    /// hold a framed copy of each (about 400 bytes per entry, measured at 50,000 entries) and
+    /// send them ahead of fresh changes, because the queue sends the oldest presence items first.
+    static let maxGossipedPushPullDeltas = 1_000
 
     /// Collects tombstones and `lastSeen` registers held for `tombstoneRetentionMs`, then
     /// schedules the next collection. A collected user's `lastSeen` is forgotten, so the
