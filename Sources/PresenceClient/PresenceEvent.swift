@@ -20,7 +20,7 @@ public enum PresenceEvent: Sendable, Equatable {
 }
 
 /// A server message decoded far enough to route it.
-enum ServerMessage: Equatable {
+public enum ServerMessage: Equatable, Sendable {
     case sessionReady(SessionReady)
     case presence(UserPresence)
     case snapshot(PresenceSnapshot, requestId: String?)
@@ -35,7 +35,7 @@ enum ServerMessage: Equatable {
     }
 
     /// Decodes one text frame; throws `DecodingError` on malformed JSON or payloads.
-    static func decode(_ text: String, decoder: JSONDecoder = JSONDecoder()) throws -> ServerMessage {
+    public static func decode(_ text: String, decoder: JSONDecoder = JSONDecoder()) throws -> ServerMessage {
         let data = Data(text.utf8)
         let header = try decoder.decode(Header.self, from: data)
         switch header.type {

@@ -21,27 +21,14 @@ enum ServerFrame: Sendable {
     /// A message of another type, or one that did not decode, described by the text.
     case other(String)
 
-    private struct Header: Decodable {
-        var type: String
-        var id: String?
-    }
-
     static func decode(_ text: String) -> ServerFrame {
-        let data = Data(text.utf8)
-        let decoder = JSONDecoder()
         do {
-            let header = try decoder.decode(Header.self, from: data)
-            switch header.type {
-            case ServerEventType.sessionReady:
-                return .ready(try decoder.decode(Envelope<SessionReady>.self, from: data).payload)
-            case ServerEventType.userPresence:
-                return .presence(try decoder.decode(Envelope<UserPresence>.self, from: data).payload)
-            case ServerEventType.snapshot:
-                return .snapshot(try decoder.decode(Envelope<PresenceSnapshot>.self, from: data).payload, requestId: header.id)
-            case ServerEventType.error:
-                return .error(try decoder.decode(Envelope<ErrorPayload>.self, from: data).payload, requestId: header.id)
-            default:
-                return .other("message of type \(header.type)")
+            switch try ServerMessage.decode(text) {
+            case .sessionReady(let ready): return .ready(ready)
+            case .presence(let presence): return .presence(presence)
+            case .snapshot(let snapshot, let requestId): return .snapshot(snapshot, requestId: requestId)
+            case .error(let error, let requestId): return .error(error, requestId: requestId)
+            case .unknown(let type): return .other("message of type \(type)")
             }
         } catch {
             return .other("undecodable message \(text.prefix(200)): \(error)")
