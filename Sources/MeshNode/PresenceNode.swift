@@ -123,6 +123,7 @@ public final class PresenceNode {
         pushPullListener.respond = { [unowned self] frame in
             let (reply, directives) = instance.onPushPullRequest(frame, at: now())
             apply(directives)
+            if frame.count >= 1 << 20 { releaseFreeHeapMemory() }
             return reply
         }
         gossipSocket.startReceiving()
@@ -211,6 +212,7 @@ public final class PresenceNode {
         connection.onFrame = { [unowned self, unowned connection] frame in
             connection.close()
             apply(instance.onPushPullReply(frame, from: address, at: now()))
+            if frame.count >= 1 << 20 { releaseFreeHeapMemory() }
         }
         connection.onFailure = { [unowned self] reason in
             logger.debug("push-pull failed", [("addr", address), ("reason", reason)])
