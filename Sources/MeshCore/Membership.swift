@@ -221,13 +221,29 @@ struct Suspicion: Sendable {
     var startedAt: UInt64
     /// Monotonic instant this node last sent the suspect a reminder of its suspicion.
     var lastReminder: UInt64 = 0
-    /// Every node whose suspect message about the member reached this one, this node included
-    /// when it raised the suspicion. All but the first are independent confirmations.
+    /// The nodes whose suspect messages about the member reached this one, this node included
+    /// when it raised the suspicion: the first accuser and at most `expectedConfirmations` more.
+    /// All but the first are independent confirmations.
     var accusers: Set<String> = []
     /// Confirmations after which the timeout reaches its minimum.
     var expectedConfirmations: Int
     var minTimeoutMs: UInt64
     var maxTimeoutMs: UInt64
+
+    /// Whether the suspicion has all the confirmations it counts. Further accusers move the
+    /// deadline no more, so they are neither counted nor gossiped on, as memberlist's
+    /// `suspicion.Confirm` also stops at its k-th confirmation.
+    var isFullyConfirmed: Bool {
+        accusers.count > expectedConfirmations
+    }
+
+    /// Time between two reminders of this suspicion to the suspect: a sixth of the minimum
+    /// timeout, and at least `probeIntervalMs`. The minimum timeout grows with log N, so the
+    /// interval does too, and each node sends a suspect at most 6 reminders before the minimum
+    /// timeout ends at any N instead of a count that grows with log N.
+    func reminderIntervalMs(probeIntervalMs: UInt64) -> UInt64 {
+        max(probeIntervalMs, minTimeoutMs / 6)
+    }
 
     /// Monotonic instant at which the suspect is declared dead, given the confirmations so far.
     var deadline: UInt64 {

@@ -48,8 +48,8 @@ extension MeshInstance {
     /// Applies a suspect claim. A claim about this node is refuted, and a new suspicion is also
     /// sent straight to the suspect (Lifeguard buddy system) so it can refute at once. A claim
     /// by a new accuser about a member already suspected here is an independent confirmation:
-    /// it shortens the suspicion timeout (Lifeguard) and is gossiped on, so that other nodes
-    /// count it too.
+    /// until the suspicion is fully confirmed, it shortens the suspicion timeout (Lifeguard) and
+    /// is gossiped on, so that other nodes count it too.
     mutating func applySuspect(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
         if accusation.name == config.name {
             if accusation.epoch == epoch { refute(accusedIncarnation: accusation.incarnation) }
@@ -70,9 +70,10 @@ extension MeshInstance {
     }
 
     /// Counts `accuser`'s suspicion of `name` and brings its deadline forward. Returns whether the
-    /// accuser was new. This node's own failed probe of a suspect counts like any other accuser.
+    /// accuser was new and counted, which is never the case once the suspicion is fully
+    /// confirmed. This node's own failed probe of a suspect counts like any other accuser.
     private mutating func confirmSuspicion(of name: String, by accuser: String) -> Bool {
-        guard accuser != name, var suspicion = suspicions[name],
+        guard accuser != name, var suspicion = suspicions[name], !suspicion.isFullyConfirmed,
             suspicion.accusers.insert(accuser).inserted
         else { return false }
         suspicions[name] = suspicion
@@ -135,14 +136,15 @@ extension MeshInstance {
         sendDatagram(leading: [.alive(me.aliveAnnouncement)], to: address)
     }
 
-    /// Sends every suspect its suspicion again (Lifeguard buddy system), at most once per probe
-    /// interval each. A suspect that already refuted then sends its alive here directly (see
-    /// `answerStaleAccusation`), in case the refutation's gossip missed this node.
+    /// Sends every suspect its suspicion again (Lifeguard buddy system), at most once per
+    /// `Suspicion.reminderIntervalMs` each. A suspect that already refuted then sends its alive
+    /// here directly (see `answerStaleAccusation`), in case the refutation's gossip missed this node.
     mutating func remindSuspects(at time: MeshTime) {
         guard !suspicions.isEmpty, !hasLeft else { return }
+        let probeInterval = config.gossip.probeIntervalMs
         for name in suspicions.keys.sorted() {
             guard let suspicion = suspicions[name], let record = records[name], record.member.state == .suspect,
-                time.monotonic >= suspicion.lastReminder + config.gossip.probeIntervalMs
+                time.monotonic >= suspicion.lastReminder + suspicion.reminderIntervalMs(probeIntervalMs: probeInterval)
             else { continue }
             suspicions[name]?.lastReminder = time.monotonic
             let accusation = MemberAccusation(

@@ -20,6 +20,17 @@ import Testing
     }
 }
 
+@Test func suspicionReminderInterval_followsMinimumTimeout() {
+    let cases: [(minTimeout: UInt64, probeInterval: UInt64, expected: UInt64)] = [
+        (1_500, 500, 500), (3_000, 500, 500), (4_500, 500, 750), (6_000, 500, 1_000), (600, 200, 200), (12_000, 1_000, 2_000),
+    ]
+    for entry in cases {
+        let suspicion = Suspicion(
+            startedAt: 0, expectedConfirmations: 3, minTimeoutMs: entry.minTimeout, maxTimeoutMs: entry.minTimeout * 6)
+        #expect(suspicion.reminderIntervalMs(probeIntervalMs: entry.probeInterval) == entry.expected)
+    }
+}
+
 @Test func log10_matchesKnownValues() {
     let cases: [(Double, Double)] = [(1, 0), (10, 1), (1_000, 3), (2, 0.301_029_995_663_981), (0.5, -0.301_029_995_663_981), (20, 1.301_029_995_663_981)]
     for (input, expected) in cases {

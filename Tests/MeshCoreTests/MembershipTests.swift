@@ -456,3 +456,42 @@ private func accusation(_ name: String, epoch: Epoch = 5, incarnation: Incarnati
     // With no other member to ask, a failed probe counts against this node's own health.
     #expect(network.node(a).localHealth >= 1)
 }
+
+/// Takes every queued gossip item once and returns the accusers of the suspect messages among them.
+private func drainSuspectAccusers(_ instance: inout MeshInstance) throws -> [String] {
+    var framed: [[UInt8]] = []
+    instance.broadcasts.fill(&framed, maxDatagramBytes: 65_000, retransmitLimit: 1)
+    guard !framed.isEmpty else { return [] }
+    return try GossipCodec.decodeDatagram(GossipCodec.datagram(framed)).compactMap {
+        if case .suspect(let accusation) = $0 { return accusation.accuser } else { return nil }
+    }
+}
+
+@Test func suspicion_fullyConfirmed_ignoresFurtherAccusers() throws {
+    var observer = Observer()
+    observer.receive([alive("x", incarnation: 1)])
+    for index in 1...4 {
+        observer.receive([alive("y\(index)", incarnation: 1, address: "127.0.0.1:\(20 + index)")])
+    }
+    // Six live members: every member but the observer and the suspect can confirm, so the
+    // suspicion counts the first accuser and 3 confirmations (the `local` preset's default).
+    func suspect(by accuser: String) {
+        observer.receive([.suspect(MemberAccusation(name: "x", epoch: 5, incarnation: 1, accuser: accuser))])
+    }
+    suspect(by: "a0")
+    #expect(observer.state(of: "x") == .suspect)
+    #expect(try drainSuspectAccusers(&observer.instance) == ["a0"])
+
+    for accuser in ["a1", "a2", "a3"] {
+        suspect(by: accuser)
+        #expect(try drainSuspectAccusers(&observer.instance) == [accuser])
+    }
+    let suspicion = try #require(observer.instance.suspicions["x"])
+    #expect(suspicion.isFullyConfirmed)
+    #expect(suspicion.deadline == suspicion.startedAt + suspicion.minTimeoutMs)
+
+    suspect(by: "a4")
+    #expect(try drainSuspectAccusers(&observer.instance).isEmpty)
+    #expect(observer.instance.suspicions["x"]?.accusers.count == 4)
+    #expect(observer.instance.suspicions["x"]?.deadline == suspicion.deadline)
+}
