@@ -10,9 +10,21 @@ public enum MembershipBenchmark {
         public var deltaMilliseconds99_99: UInt64?
         public var deltaMilliseconds100: UInt64?
         public var gossipIntervalMs: UInt64
+        /// Datagrams and bytes per node per second over the whole run, the delta's and the
+        /// crash's gossip included.
         public var datagramsPerNodePerSecond: Double
         public var bytesPerNodePerSecond: Double
         public var pushPullsPerNodePerSecond: Double
+        /// Virtual second from which the steady figures are counted, `steadyFromSeconds`.
+        public var steadyFromSeconds: UInt64
+        /// Datagrams and bytes per running node per second from `steadyFromSeconds` to the end,
+        /// when no scripted event is in flight: SWIM's constant load. Nil when the run ends
+        /// before `steadyFromSeconds`.
+        public var steadyDatagramsPerNodePerSecond: Double?
+        public var steadyBytesPerNodePerSecond: Double?
+        /// Whether, at `steadyFromSeconds`, no running node had gossip queued or a member
+        /// suspected, so that no event traffic falls into the steady window.
+        public var quietAtSteadyStart: Bool
         /// Per observer, virtual milliseconds from the crash until it marked the node dead.
         public var detectionMilliseconds: [UInt64]
         /// Observers that never marked the crashed node dead within the run.
@@ -23,6 +35,10 @@ public enum MembershipBenchmark {
         public var wallSeconds: Double
         public var eventsProcessed: Int
     }
+
+    /// Start of the steady window: the crash at 20 s is detected everywhere within about 8 s at
+    /// 10,000 nodes, and its gossip drains within a few rounds after that.
+    public static let steadyFromSeconds: UInt64 = 40
 
     /// One run: `nodes` nodes start bootstrapped; at 5 s node 0 opens a session; at 20 s the last
     /// node crashes; the run ends at `virtualSeconds`. `clock` returns wall seconds.
@@ -56,7 +72,11 @@ public enum MembershipBenchmark {
         }
         var detections: [UInt64] = []
         var falseDeaths = 0
-        simulation.onMemberChanged = { _, member, _, time in
+        // (observer, member) pairs in the suspect state, for the quiet check of the steady window.
+        var suspectedPairs = 0
+        simulation.onMemberChanged = { _, member, previous, time in
+            if member.state == .suspect { suspectedPairs += 1 }
+            if previous == .suspect { suspectedPairs -= 1 }
             guard member.state == .dead else { return }
             if member.name == victimName && time >= crashAt {
                 detections.append(time - crashAt)
@@ -66,23 +86,59 @@ public enum MembershipBenchmark {
         }
         simulation.schedule(atMilliseconds: deltaAt) { $0.openSession(user: "bench-user", on: 0) }
         simulation.schedule(atMilliseconds: crashAt) { $0.crash(victim) }
+
+        // Counters at the start of the steady window, taken over the nodes still running.
+        let steadyFrom = steadyFromSeconds * 1_000
+        var steadyStartDatagrams = 0
+        var steadyStartBytes = 0
+        var quietAtSteadyStart = false
+        if virtualSeconds * 1_000 > steadyFrom {
+            simulation.schedule(atMilliseconds: steadyFrom) { simulation in
+                quietAtSteadyStart = suspectedPairs == 0
+                for node in 0..<nodes where simulation.isRunning(node) {
+                    let stats = simulation.stats(node)
+                    steadyStartDatagrams += stats.datagramsSent
+                    steadyStartBytes += stats.datagramBytesSent
+                    if simulation.instance(node)?.broadcastQueueDepth ?? 0 > 0 {
+                        quietAtSteadyStart = false
+                    }
+                }
+            }
+        }
         simulation.run(untilMilliseconds: virtualSeconds * 1_000)
 
         var datagrams = 0
         var bytes = 0
         var pushPulls = 0
+        var steadyEndDatagrams = 0
+        var steadyEndBytes = 0
+        var running = 0
         for node in 0..<nodes {
             let stats = simulation.stats(node)
             datagrams += stats.datagramsSent
             bytes += stats.datagramBytesSent
             pushPulls += stats.pushPullsStarted
+            if simulation.isRunning(node) {
+                running += 1
+                steadyEndDatagrams += stats.datagramsSent
+                steadyEndBytes += stats.datagramBytesSent
+            }
         }
         let nodeSeconds = Double(nodes) * Double(virtualSeconds)
+        var steadyDatagrams: Double?
+        var steadyBytes: Double?
+        if virtualSeconds * 1_000 > steadyFrom {
+            let steadyNodeSeconds = Double(running) * Double(virtualSeconds - steadyFromSeconds)
+            steadyDatagrams = Double(steadyEndDatagrams - steadyStartDatagrams) / steadyNodeSeconds
+            steadyBytes = Double(steadyEndBytes - steadyStartBytes) / steadyNodeSeconds
+        }
         return RunResult(
             nodes: nodes, deltaMilliseconds99_99: reached99_99, deltaMilliseconds100: reached100,
             gossipIntervalMs: settings.gossipIntervalMs,
             datagramsPerNodePerSecond: Double(datagrams) / nodeSeconds, bytesPerNodePerSecond: Double(bytes) / nodeSeconds,
-            pushPullsPerNodePerSecond: Double(pushPulls) / nodeSeconds,
+            pushPullsPerNodePerSecond: Double(pushPulls) / nodeSeconds, steadyFromSeconds: steadyFromSeconds,
+            steadyDatagramsPerNodePerSecond: steadyDatagrams, steadyBytesPerNodePerSecond: steadyBytes,
+            quietAtSteadyStart: quietAtSteadyStart,
             detectionMilliseconds: detections.sorted(), undetected: max(0, nodes - 1 - detections.count),
             falseDeaths: falseDeaths, virtualSeconds: virtualSeconds, wallSeconds: clock() - wallStart,
             eventsProcessed: simulation.eventsProcessed)

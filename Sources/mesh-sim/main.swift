@@ -9,6 +9,7 @@ let usage = """
     usage: mesh-sim scenario partition|loss|pause|restart|burst [--seed N]
            mesh-sim run --nodes N [--seconds S] [--seed N]
            mesh-sim bench [--sizes 10,100,1000,10000] [--fp-sizes 10,100,1000] [--fp-seconds 3600]
+                          [--fp-cases 10:5,100:20]
                           [--seed N] [--write FILE]
 
     scenario  runs one failure scenario with the local preset and prints its outcome
@@ -18,6 +19,8 @@ let usage = """
     --seed N        seed of every random choice (default 1); one seed always gives the same run
     --seconds S     virtual seconds of a run (default 60)
     --fp-seconds S  virtual seconds of each false-positive run (default 3600)
+    --fp-cases L    false-positive runs as N:loss percent pairs, in place of every --fp-sizes
+                    size at 5% and 20% loss
     """
 
 struct Options {
@@ -40,6 +43,17 @@ struct Options {
         guard let text = values[name] else { return fallback }
         guard let value = Int(text), value >= 0 else { throw UsageError("--\(name) must be a non-negative integer, got \(text)") }
         return value
+    }
+
+    /// Pairs of node count and loss percent, written `N:percent` and separated by commas.
+    func lossCases(_ name: String) throws -> [(nodes: Int, lossPercent: Int)]? {
+        guard let text = values[name] else { return nil }
+        return try text.split(separator: ",").map { item in
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let nodes = Int(parts[0]), nodes >= 2, let percent = Int(parts[1]), (0...100).contains(percent)
+            else { throw UsageError("--\(name) must list N:percent pairs with N of at least 2 and percent 0 to 100, got \(item)") }
+            return (nodes, percent)
+        }
     }
 
     func integers(_ name: String, default fallback: [Int]) throws -> [Int] {
@@ -99,9 +113,12 @@ func describe(_ run: MembershipBenchmark.RunResult) -> String {
         return String(format: "%.1f", Double(milliseconds) / Double(run.gossipIntervalMs))
     }
     let detection = run.detectionMilliseconds
+    let steady = run.steadyDatagramsPerNodePerSecond.map { String(format: "%.2f", $0) } ?? "not measured"
+    let steadyBytes = run.steadyBytesPerNodePerSecond.map { String(format: "%.0f", $0) } ?? "not measured"
     return "| \(run.nodes) | \(rounds(run.deltaMilliseconds99_99)) / \(format(run.deltaMilliseconds99_99)) "
         + "| \(rounds(run.deltaMilliseconds100)) / \(format(run.deltaMilliseconds100)) "
-        + String(format: "| %.2f | %.0f | %.3f ", run.datagramsPerNodePerSecond, run.bytesPerNodePerSecond, run.pushPullsPerNodePerSecond)
+        + "| \(steady) / \(steadyBytes) | \(run.quietAtSteadyStart ? "yes" : "no") "
+        + String(format: "| %.2f / %.0f | %.3f ", run.datagramsPerNodePerSecond, run.bytesPerNodePerSecond, run.pushPullsPerNodePerSecond)
         + "| \(format(detection.first)) / \(format(MembershipBenchmark.percentile(detection, 50))) / "
         + "\(format(MembershipBenchmark.percentile(detection, 99))) / \(format(detection.last)) "
         + "| \(run.undetected) | \(run.falseDeaths) "
@@ -109,8 +126,8 @@ func describe(_ run: MembershipBenchmark.RunResult) -> String {
 }
 
 let runHeader = """
-    | N | delta on 99.99%: rounds / time | delta on 100%: rounds / time | datagrams/node/s | bytes/node/s | push-pulls/node/s | crash detection min / median / p99 / max | observers that missed the crash | false deaths | wall time |
-    |---|---|---|---|---|---|---|---|---|---|
+    | N | delta on 99.99%: rounds / time | delta on 100%: rounds / time | steady datagrams / bytes per node per s | steady window quiet | whole-run datagrams / bytes per node per s | push-pulls/node/s | crash detection min / median / p99 / max | observers that missed the crash | false deaths | wall time |
+    |---|---|---|---|---|---|---|---|---|---|---|
     """
 
 func shell(_ command: String) -> String {
@@ -141,7 +158,9 @@ func bench(_ options: Options) throws {
     let falsePositiveSizes = try options.integers("fp-sizes", default: [10, 100, 1_000])
     let falsePositiveSeconds = UInt64(try options.integer("fp-seconds", default: 3_600))
     let seed = UInt64(try options.integer("seed", default: 1))
-    let command = (["mesh-sim"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+    let falsePositiveCases = try options.lossCases("fp-cases")
+        ?? falsePositiveSizes.flatMap { size in [(nodes: size, lossPercent: 5), (nodes: size, lossPercent: 20)] }
+    let command = CommandLine.arguments.joined(separator: " ")
 
     var runs: [MembershipBenchmark.RunResult] = []
     for size in sizes {
@@ -150,13 +169,12 @@ func bench(_ options: Options) throws {
         runs.append(run)
     }
     var falsePositives: [MembershipBenchmark.FalsePositiveResult] = []
-    for size in falsePositiveSizes {
-        for loss in [0.05, 0.20] {
-            let result = MembershipBenchmark.falsePositives(
-                nodes: size, lossRate: loss, seed: seed, virtualSeconds: falsePositiveSeconds, clock: wallSeconds)
-            FileHandle.standardError.write(Data("false positives N=\(size) loss=\(loss) done in \(String(format: "%.1f", result.wallSeconds)) s\n".utf8))
-            falsePositives.append(result)
-        }
+    for (size, percent) in falsePositiveCases {
+        let loss = Double(percent) / 100
+        let result = MembershipBenchmark.falsePositives(
+            nodes: size, lossRate: loss, seed: seed, virtualSeconds: falsePositiveSeconds, clock: wallSeconds)
+        FileHandle.standardError.write(Data("false positives N=\(size) loss=\(loss) done in \(String(format: "%.1f", result.wallSeconds)) s\n".utf8))
+        falsePositives.append(result)
     }
 
     var lines: [String] = []
@@ -166,13 +184,17 @@ func bench(_ options: Options) throws {
         + "\(shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'")), "
         + "Linux \(shell("uname -r")), \(shell("swift --version 2>&1 | head -1")).")
     lines.append("")
-    lines.append("Command: `swift build -c release --product mesh-sim && .build/release/\(command)` (seed \(seed)).")
+    lines.append("Command: `\(command)`, a release build of mesh-sim (seed \(seed)).")
     lines.append("")
     lines.append("Every run uses the lan preset on simulated links with 100 µs minimum and 150 µs mean extra one-way "
         + "delay and no loss. Nodes start as one formed cluster (a shared member directory). At 5 s node-1 opens "
         + "a session; at 20 s the last node crashes; runs last 60 virtual seconds. Rounds are virtual time divided "
         + "by the 200 ms gossip interval. Datagram figures count every UDP datagram sent (probes, acks, gossip); "
-        + "push-pulls are TCP exchanges, counted apart.")
+        + "push-pulls are TCP exchanges, counted apart. Steady figures count the datagrams the running nodes "
+        + "sent from \(MembershipBenchmark.steadyFromSeconds) s to the end, after the crash's gossip has drained: "
+        + "SWIM's constant load. The steady window is quiet when, at its start, no node had gossip queued or "
+        + "a member suspected. Whole-run figures also contain the gossip of the delta and of the crash, whose "
+        + "retransmissions grow with log N by design (`retransmitMult · ceil(log10(N + 1))` per node and item).")
     lines.append("")
     lines.append(runHeader)
     for run in runs {
@@ -203,10 +225,26 @@ func bench(_ options: Options) throws {
     } else {
         lines.append("- 10,000-node targets: not run (no N = 10,000 in --sizes).")
     }
-    let loads = runs.filter { $0.nodes >= 100 && $0.nodes <= 10_000 }.map(\.datagramsPerNodePerSecond)
-    if let low = loads.min(), let high = loads.max(), let base = runs.first(where: { $0.nodes == 100 })?.datagramsPerNodePerSecond {
+    let targetRuns = runs.filter { $0.nodes >= 100 && $0.nodes <= 10_000 }
+    let steadyLoads = targetRuns.compactMap(\.steadyDatagramsPerNodePerSecond)
+    if steadyLoads.count == targetRuns.count, let low = steadyLoads.min(), let high = steadyLoads.max(),
+        let base = runs.first(where: { $0.nodes == 100 })?.steadyDatagramsPerNodePerSecond
+    {
         let spread = max(abs(high - base), abs(low - base)) / base * 100
-        lines.append(String(format: "- datagrams/node/s within ±15%% from N = 100 to 10,000: %.2f to %.2f, at most %.1f%% from N = 100 — %@.", low, high, spread, spread <= 15 ? "met" : "missed"))
+        let quiet = targetRuns.allSatisfy(\.quietAtSteadyStart)
+        let met = spread <= 15 && quiet
+        lines.append(String(
+            format: "- steady datagrams/node/s within ±15%% from N = 100 to 10,000: %.2f to %.2f, at most %.1f%% from N = 100%@ — %@.",
+            low, high, spread, quiet ? "" : " (a steady window was not quiet)", met ? "met" : "missed"))
+    } else if !targetRuns.isEmpty {
+        lines.append("- steady datagrams/node/s: not measured (runs shorter than \(MembershipBenchmark.steadyFromSeconds) virtual s).")
+    }
+    let wholeLoads = targetRuns.map(\.datagramsPerNodePerSecond)
+    if let low = wholeLoads.min(), let high = wholeLoads.max(), let base = runs.first(where: { $0.nodes == 100 })?.datagramsPerNodePerSecond {
+        let spread = max(abs(high - base), abs(low - base)) / base * 100
+        lines.append(String(
+            format: "- for comparison, not the target: whole-run datagrams/node/s, the delta's and the crash's gossip included, %.2f to %.2f, at most %.1f%% from N = 100.",
+            low, high, spread))
     }
     if let target = falsePositives.first(where: { $0.nodes == 100 && $0.lossRate == 0.05 }) {
         let met = target.deathVerdicts == 0 && target.virtualSeconds >= 3_600
