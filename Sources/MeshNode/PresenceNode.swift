@@ -29,6 +29,7 @@ public final class PresenceNode {
     var publishedOnline: Set<UserID> = []
     var stats = NodeStats()
     private(set) var isStopping = false
+    private var shutdownStartedAt: UInt64 = 0
     private var exitCode: Int32 = 0
     let startedAt: Int64
 
@@ -237,15 +238,32 @@ public final class PresenceNode {
         uv_timer_stop(wakeTimer)
         uv_timer_stop(graceTimer)
         uv_timer_stop(idleTimer)
+        shutdownStartedAt = uv_now(loop)
         uv_timer_start(stopTimer, { timer in
             let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-            node.clientServer.destroy()
-            uv_timer_start(timer, { timer in
-                let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-                uv_stop(node.loop)
-            }, 200, 0)
-        }, 150, 0)
+            node.finishShutdownWhenClientsClosed()
+        }, 20, 20)
     }
+
+    /// Destroys the WebSocket server once every client has answered the close frame, or after
+    /// `PresenceNode.closeHandshakeMs`. Destroying it earlier resets connections whose close frame
+    /// the client has not read yet, and the client then sees 1006 instead of 1001.
+    private func finishShutdownWhenClientsClosed() {
+        let waited = uv_now(loop) - shutdownStartedAt
+        guard clientServer.sessions.isEmpty || waited >= Self.closeHandshakeMs else { return }
+        if !clientServer.sessions.isEmpty {
+            logger.info("closing clients that did not finish the close handshake", [("sessions", clientServer.sessions.count)])
+        }
+        uv_timer_stop(stopTimer)
+        clientServer.destroy()
+        uv_timer_start(stopTimer, { timer in
+            let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            uv_stop(node.loop)
+        }, 200, 0)
+    }
+
+    /// Longest wait, in milliseconds, for clients to answer the close frame at shutdown.
+    static let closeHandshakeMs: UInt64 = 2_000
 
     /// Closes every handle still open after the loop stopped and runs the loop until they are gone.
     private func closeRemainingHandles() {
