@@ -191,3 +191,29 @@ func wrap(_ text: String, width: Int, indent: String) -> [String] {
     if line.count > indent.count { lines.append(line) }
     return lines
 }
+
+/// The outcome of reading a command's arguments.
+enum ParsedCommand<Options> {
+    case run(Options)
+    /// Help was printed or the arguments were invalid: exit with this status.
+    case exit(Int32)
+}
+
+extension CommandSpec {
+    /// Parses `arguments` and builds the command's options with `makeOptions`. For `--help` it
+    /// prints the usage and returns `.exit(0)`; for invalid arguments it prints the error and
+    /// returns `.exit(2)`.
+    func parseOptions<Options>(_ arguments: [String], _ makeOptions: (ParsedArguments) throws -> Options) -> ParsedCommand<Options> {
+        do {
+            let parsed = try ParsedArguments(arguments, for: self)
+            if parsed.helpRequested {
+                print(usage)
+                return .exit(0)
+            }
+            return .run(try makeOptions(parsed))
+        } catch {
+            printError("\(error)")
+            return .exit(2)
+        }
+    }
+}

@@ -51,16 +51,9 @@ enum BenchCommand {
         }
 
         let options: EndToEndOptions
-        do {
-            let parsed = try ParsedArguments(Array(arguments.dropFirst()), for: e2e)
-            if parsed.helpRequested {
-                print(e2e.usage)
-                return 0
-            }
-            options = try EndToEndOptions(parsed)
-        } catch {
-            printError("\(error)")
-            return 2
+        switch e2e.parseOptions(Array(arguments.dropFirst()), EndToEndOptions.init) {
+        case .run(let parsed): options = parsed
+        case .exit(let status): return status
         }
         quietWebSocketLibrary()
 

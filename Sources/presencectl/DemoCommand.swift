@@ -34,20 +34,16 @@ enum DemoCommand {
     /// Runs the command with the arguments after `demo` and returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         let scenario: DemoScenario
-        do {
-            let parsed = try ParsedArguments(arguments, for: usage)
-            if parsed.helpRequested {
-                print(usage.usage)
-                return 0
-            }
+        let outcome = usage.parseOptions(arguments) { parsed in
             _ = try parsed.requirePositionals([])
-            scenario = DemoScenario(
+            return DemoScenario(
                 nodeCount: try parsed.integer("--nodes", in: 3...9) ?? 3,
                 directory: ClusterDirectory(parsed.value("--dir") ?? ".cluster-demo"),
                 eventTimeout: try parsed.seconds("--timeout", maximum: 120) ?? .seconds(10))
-        } catch {
-            printError("\(error)")
-            return 2
+        }
+        switch outcome {
+        case .run(let parsed): scenario = parsed
+        case .exit(let status): return status
         }
         quietWebSocketLibrary()
         return scenario.run()

@@ -20,16 +20,9 @@ enum WatchCommand {
     /// Runs the command with the arguments after `watch` and returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         let options: Options
-        do {
-            let parsed = try ParsedArguments(arguments, for: usage)
-            if parsed.helpRequested {
-                print(usage.usage)
-                return 0
-            }
-            options = try Options(parsed)
-        } catch {
-            printError("\(error)")
-            return 2
+        switch usage.parseOptions(arguments, Options.init) {
+        case .run(let parsed): options = parsed
+        case .exit(let status): return status
         }
         LiveSession.quietWebSocketLibrary()
         return LiveSession.run(limit: options.duration) {
