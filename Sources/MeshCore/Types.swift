@@ -19,7 +19,7 @@ public typealias GossipAddress = String
 
 /// The two clocks an event happens at. The instance reads no clock itself.
 public struct MeshTime: Sendable, Equatable {
-    /// Monotonic milliseconds (libuv's `uv_now` in the node); drives every timer.
+    /// Monotonic milliseconds, from the shell's event-loop clock. Every timer runs on it.
     public var monotonic: UInt64
     /// Wall-clock milliseconds since 1970; only stamped into `lastSeen` and status timestamps,
     /// never used to order session state.
@@ -50,7 +50,7 @@ public enum MemberState: UInt8, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One member as this node sees it.
+/// One member as recorded in this node's member table.
 public struct Member: Sendable, Equatable {
     public var name: String
     public var epoch: Epoch
@@ -100,7 +100,7 @@ public struct UserPresenceState: Sendable, Equatable {
     }
 }
 
-/// What the instance asks its shell to do.
+/// An action the instance requests from its shell.
 public enum Directive: Sendable, Equatable {
     /// Send one UDP datagram; never longer than `maxPacketBytes`.
     case send(bytes: [UInt8], to: GossipAddress)

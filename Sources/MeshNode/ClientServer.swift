@@ -458,7 +458,7 @@ final class ClientServer {
         return 0
     }
 
-    /// Sends the HTTP error response to a rejected upgrade. Returning 1 tells lws the response was sent.
+    /// Sends the HTTP error response to a rejected upgrade. Returning 1 informs lws that the response was sent.
     private func rejectUpgrade(_ wsi: OpaquePointer, _ rejection: UpgradeRejection) -> Int32 {
         let code: String
         switch rejection.status {

@@ -20,7 +20,7 @@ enum EventEncoding {
         "{\"type\":\"user.presence\",\"payload\":\(presencePayload(presence))}"
     }
 
-    /// A snapshot payload; `truncated` adds `"truncated":true` when `limits.maxSnapshotUsers` cut the list.
+    /// Encodes a snapshot payload. `truncated` adds `"truncated":true` when `limits.maxSnapshotUsers` cut the list.
     static func snapshotPayload(_ users: [UserPresenceState], truncated: Bool = false) -> String {
         "{\"users\":[" + users.map(presencePayload).joined(separator: ",") + "]" + (truncated ? ",\"truncated\":true}" : "}")
     }

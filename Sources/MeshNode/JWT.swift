@@ -18,6 +18,7 @@ enum JWT {
         guard header["alg"] as? String == "HS256" else {
             return .failure(Problem(message: "alg must be HS256"))
         }
+
         guard let signature = base64URLDecode(parts[2]) else {
             return .failure(Problem(message: "signature is not base64url"))
         }
@@ -25,6 +26,7 @@ enum JWT {
         guard secrets.contains(where: { constantTimeEqual(hmacSHA256(key: Array($0.utf8), message: signedPart), signature) }) else {
             return .failure(Problem(message: "signature does not match any configured secret"))
         }
+
         guard let claimBytes = base64URLDecode(parts[1]),
             let claims = try? JSONSerialization.jsonObject(with: Data(claimBytes)) as? [String: Any]
         else { return .failure(Problem(message: "payload is not base64url-encoded JSON")) }
@@ -36,6 +38,7 @@ enum JWT {
             return .failure(Problem(message: "exp must be a number"))
         }
         guard nowSeconds < expiry else { return .failure(Problem(message: "token expired")) }
+
         if let nbf = claims["nbf"] {
             guard let seconds = (nbf as? NSNumber)?.int64Value, !isJSONBoolean(nbf) else {
                 return .failure(Problem(message: "nbf must be a number"))

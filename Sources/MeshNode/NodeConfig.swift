@@ -1,7 +1,7 @@
 import Foundation
 import MeshCore
 
-/// A `host:port` pair with an IPv4 host, as in `"127.0.0.1:7101"`. Port 0 asks the OS for a free port.
+/// A `host:port` pair with an IPv4 host, as in `"127.0.0.1:7101"`. With port 0 the OS picks a free port.
 public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: UInt16

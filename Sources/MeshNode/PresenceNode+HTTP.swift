@@ -5,8 +5,8 @@ import PresenceProtocol
 extension PresenceNode {
     func respond(path: String, query: [String: String], authorization: String?) -> HTTPResponse {
         stats.httpRequests += 1
-        // With token authentication on, presence and membership are for token holders only; the
-        // health check, metrics and the dashboard page (which sends its own token) stay open.
+        // With token authentication on, presence and membership need a token. The health check,
+        // metrics and the dashboard page stay open, because the page sends its own token.
         if config.auth.mode == .hs256 && path.hasPrefix("/v1/") {
             if case .failure(let rejection) = authenticate(query: query, authorization: authorization) {
                 return httpError(rejection.status, code: "unauthorized", message: rejection.message)

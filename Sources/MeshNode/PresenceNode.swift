@@ -25,7 +25,7 @@ public final class PresenceNode {
     /// Offline events waiting out `presence.offlineGraceMs`, by user, with their due time.
     var pendingOffline: [UserID: (state: UserPresenceState, due: UInt64)] = [:]
     /// Users whose last published state is online. It is kept only while `presence.offlineGraceMs`
-    /// is above 0, where it tells a user going offline from an offline user whose `lastSeen` rose.
+    /// is above 0, where it distinguishes a user going offline from an offline user whose `lastSeen` rose.
     var publishedOnline: Set<UserID> = []
     var stats = NodeStats()
     private(set) var isStopping = false
@@ -245,7 +245,7 @@ public final class PresenceNode {
         }, 20, 20)
     }
 
-    /// Destroys the WebSocket server once every client has answered the close frame, or after
+    /// Destroys the WebSocket server once every client has replied to the close frame, or after
     /// `PresenceNode.closeHandshakeMs`. Destroying it earlier resets connections whose close frame
     /// the client has not read yet, and the client then sees 1006 instead of 1001.
     private func finishShutdownWhenClientsClosed() {
@@ -262,7 +262,7 @@ public final class PresenceNode {
         }, 200, 0)
     }
 
-    /// Longest wait, in milliseconds, for clients to answer the close frame at shutdown.
+    /// Maximum wait, in milliseconds, for clients to reply to the close frame at shutdown.
     static let closeHandshakeMs: UInt64 = 2_000
 
     /// Closes every handle still open after the loop stopped and runs the loop until they are gone.

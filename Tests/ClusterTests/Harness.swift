@@ -6,7 +6,7 @@ import XCTest
 import FoundationNetworking
 #endif
 
-/// Errors of the cluster test harness; each says what was awaited and what was seen.
+/// Errors of the cluster test harness. Each names what was awaited and what arrived.
 struct HarnessError: Error, CustomStringConvertible {
     var description: String
 }
@@ -20,7 +20,7 @@ final class Guarded<Value>: @unchecked Sendable {
     func write<T>(_ body: (inout Value) -> T) -> T { lock.lock(); defer { lock.unlock() }; return body(&value) }
 }
 
-/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+/// Polls `condition` every 10 ms until it is true or `timeout` passes.
 func eventually(_ timeout: Duration, _ what: String, _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {

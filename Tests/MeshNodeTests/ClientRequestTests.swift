@@ -81,7 +81,7 @@ final class ClientRequestTests: XCTestCase {
         XCTAssertEqual(text, #"{"type":"user.presence","payload":{"userId":"a","status":"online"}}"#)
     }
 
-    func testJWT_validTokenReturnsSubject_badOnesAreNamed() {
+    func testJWT_verifiesTokens() {
         let secret = "0123456789abcdef-secret"
         func token(_ claims: String, secret: String = secret, alg: String = "HS256") -> String {
             let header = JWT.base64URLEncode(Array(#"{"alg":"\#(alg)","typ":"JWT"}"#.utf8))

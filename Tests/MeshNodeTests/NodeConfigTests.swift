@@ -69,7 +69,7 @@ final class NodeConfigTests: XCTestCase {
         XCTAssertTrue(found.contains { $0.hasPrefix("auth.mode must be none or hs256") }, "\(found)")
     }
 
-    func testParse_timeoutNotBelowInterval_isRejectedAsAWhole() {
+    func testParse_timeoutAboveInterval_rejected() {
         let found = problems(["name": "n", "gossip": ["probeIntervalMs": 100, "probeTimeoutMs": 100]])
         XCTAssertTrue(found.contains { $0.hasPrefix("gossip.probeTimeoutMs must be above 0 and below") }, "\(found)")
     }
