@@ -2,14 +2,17 @@
 // rounds, and push-pull full state exchanges (join, anti-entropy, partition healing).
 
 extension MeshInstance {
-    /// Sends one datagram to `address`: the `leading` messages, then as many queued gossip items
-    /// as fit in `maxPacketBytes`. Nothing is sent when there are no messages.
-    mutating func sendDatagram(leading: [GossipMessage], to address: GossipAddress) {
+    /// Sends one datagram to `address`: the `leading` messages, then, when `piggyback` is set, as
+    /// many queued gossip items as fit in `maxPacketBytes`. Nothing is sent when there are no
+    /// messages.
+    mutating func sendDatagram(leading: [GossipMessage], to address: GossipAddress, piggyback: Bool = true) {
         guard address != config.gossipAddress else { return }
         var framed = leading.map(GossipCodec.frame)
-        broadcasts.fill(
-            &framed, maxDatagramBytes: config.gossip.maxPacketBytes,
-            retransmitLimit: retransmitLimit(multiplier: config.gossip.retransmitMult, memberCount: liveMemberCount))
+        if piggyback {
+            broadcasts.fill(
+                &framed, maxDatagramBytes: config.gossip.maxPacketBytes,
+                retransmitLimit: retransmitLimit(multiplier: config.gossip.retransmitMult, memberCount: liveMemberCount))
+        }
         guard !framed.isEmpty else { return }
         let bytes = GossipCodec.datagram(framed)
         counters.datagramsSent += 1

@@ -45,9 +45,7 @@ extension MeshInstance {
         return true
     }
 
-    /// Applies a suspect claim. A claim about this node is refuted, and a new suspicion is also
-    /// sent straight to the suspect (Lifeguard buddy system) so it can refute at once. A claim
-    /// by a new accuser about a member already suspected here is an independent confirmation:
+    /// Applies a suspect claim. A claim about this node is refuted. A claim by a new accuser about a member already suspected here is an independent confirmation:
     /// until the suspicion is fully confirmed, it shortens the suspicion timeout (Lifeguard) and
     /// is gossiped on, so that other nodes count it too.
     mutating func applySuspect(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
@@ -59,13 +57,20 @@ extension MeshInstance {
             record.isLive, accusation.incarnation >= record.member.incarnation
         else { return false }
         if record.member.state == .suspect {
+            guard accusation.incarnation > record.member.incarnation else {
+                return confirmSuspicion(of: accusation.name, by: accusation.accuser)
+            }
+            // The member refuted the suspicion held here, though the refutation never arrived,
+            // and is suspected again: a new suspicion with its own timeout. Counting the claim as
+            // a confirmation of the old one would declare the member dead at once.
             records[accusation.name]?.member.incarnation = accusation.incarnation
-            return confirmSuspicion(of: accusation.name, by: accusation.accuser)
+            startSuspicion(of: accusation.name, at: time)
+            suspicions[accusation.name]?.accusers.insert(accusation.accuser)
+            return true
         }
         records[accusation.name]?.member.incarnation = accusation.incarnation
         setState(of: accusation.name, to: .suspect, at: time)
         suspicions[accusation.name]?.accusers.insert(accusation.accuser)
-        sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
         return true
     }
 
@@ -136,20 +141,25 @@ extension MeshInstance {
         sendDatagram(leading: [.alive(me.aliveAnnouncement)], to: address)
     }
 
-    /// Sends every suspect its suspicion again (Lifeguard buddy system), at most once per
-    /// `Suspicion.reminderIntervalMs` each. A suspect that already refuted then sends its alive
-    /// here directly (see `answerStaleAccusation`), in case the refutation's gossip missed this node.
+    /// Sends a suspect its suspicion again in the final stretch before this node would declare it
+    /// dead (`Suspicion.finalStretchMs`), at most once per probe interval. Most
+    /// nodes have dropped a refuted suspicion long before, so only the few whose copy of the
+    /// refutation was lost ask, and the suspect answers each with its alive directly (see
+    /// `answerStaleAccusation`). A crashed member gets a few datagrams from each node, once.
+    /// Reminders carry no gossip items: an item sent to a member that is likely down would use
+    /// up one of its few transmissions.
     mutating func remindSuspects(at time: MeshTime) {
         guard !suspicions.isEmpty, !hasLeft else { return }
         let probeInterval = config.gossip.probeIntervalMs
         for name in suspicions.keys.sorted() {
             guard let suspicion = suspicions[name], let record = records[name], record.member.state == .suspect,
-                time.monotonic >= suspicion.lastReminder + suspicion.reminderIntervalMs(probeIntervalMs: probeInterval)
+                suspicion.deadline <= time.monotonic + suspicion.finalStretchMs(probeIntervalMs: probeInterval),
+                time.monotonic >= suspicion.lastReminder.map { $0 + probeInterval } ?? 0
             else { continue }
             suspicions[name]?.lastReminder = time.monotonic
             let accusation = MemberAccusation(
                 name: name, epoch: record.member.epoch, incarnation: record.member.incarnation, accuser: config.name)
-            sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress)
+            sendDatagram(leading: [.suspect(accusation)], to: record.member.gossipAddress, piggyback: false)
         }
     }
 
@@ -212,21 +222,26 @@ extension MeshInstance {
                 if !hasLeft { startPushPull(to: record.member.gossipAddress, at: time) }
             }
         case .suspect:
-            let settings = config.gossip
-            let minTimeout = suspicionTimeout(
-                multiplier: settings.suspicionMult, memberCount: liveMemberCount,
-                probeIntervalMs: settings.probeIntervalMs)
-            // Only members other than this node and the suspect can confirm.
-            let confirmers = max(0, min(settings.suspicionConfirmations, liveMemberCount - 2))
-            let suspicion = Suspicion(
-                startedAt: time.monotonic, lastReminder: time.monotonic, expectedConfirmations: confirmers, minTimeoutMs: minTimeout,
-                maxTimeoutMs: minTimeout * UInt64(settings.suspicionMaxTimeoutMult))
-            suspicions[name] = suspicion
-            timers.schedule(.suspicionTimeout(name: name), at: suspicion.deadline)
+            startSuspicion(of: name, at: time)
         case .dead, .left:
             dropPresence(of: record.replica, at: time)
             timers.schedule(.forgetMember(name: name), at: time.monotonic + config.gossip.deadMemberRetentionMs)
         }
+    }
+
+    /// Starts the suspicion timer of `name` at its longest timeout, with no accusers yet.
+    private mutating func startSuspicion(of name: String, at time: MeshTime) {
+        let settings = config.gossip
+        let minTimeout = suspicionTimeout(
+            multiplier: settings.suspicionMult, memberCount: liveMemberCount,
+            probeIntervalMs: settings.probeIntervalMs)
+        // Only members other than this node and the suspect can confirm.
+        let confirmers = max(0, min(settings.suspicionConfirmations, liveMemberCount - 2))
+        let suspicion = Suspicion(
+            startedAt: time.monotonic, expectedConfirmations: confirmers, minTimeoutMs: minTimeout,
+            maxTimeoutMs: minTimeout * UInt64(settings.suspicionMaxTimeoutMult))
+        suspicions[name] = suspicion
+        timers.schedule(.suspicionTimeout(name: name), at: suspicion.deadline)
     }
 
     private mutating func insertMember(_ alive: AliveAnnouncement, at time: MeshTime, previous: MemberState?) {

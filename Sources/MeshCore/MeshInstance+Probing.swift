@@ -43,9 +43,15 @@ extension MeshInstance {
     }
 
     /// Asks `indirectChecks` other alive members to ping the target, because the direct ping got
-    /// no ack in time.
+    /// no ack in time, and pings the target directly once more. The second ping does the work of
+    /// memberlist's TCP fallback ping: under loss, the first ping or its ack was most likely
+    /// dropped, and a target whose two pings and every relayed ping fail is most likely down. Like
+    /// reminders, the second ping carries no gossip items.
     mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
         guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
+        sendDatagram(
+            leading: [.ping(sequence: sequence, target: attempt.target, targetEpoch: attempt.targetEpoch)],
+            to: attempt.targetAddress, piggyback: false)
         let relays = sampleLiveMembers(config.gossip.indirectChecks, excluding: attempt.target, aliveOnly: true)
         attempt.expectedNacks = relays.count
         probe = attempt

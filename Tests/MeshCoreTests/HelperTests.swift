@@ -20,14 +20,14 @@ import Testing
     }
 }
 
-@Test func suspicionReminderInterval_followsMinimumTimeout() {
+@Test func suspicionFinalStretch_isHalfTheMinimumTimeout() {
     let cases: [(minTimeout: UInt64, probeInterval: UInt64, expected: UInt64)] = [
-        (1_500, 500, 500), (3_000, 500, 500), (4_500, 500, 750), (6_000, 500, 1_000), (600, 200, 200), (12_000, 1_000, 2_000),
+        (1_500, 500, 1_500), (3_000, 500, 1_500), (4_500, 500, 2_250), (6_000, 500, 3_000), (600, 200, 600), (12_000, 1_000, 6_000),
     ]
     for entry in cases {
         let suspicion = Suspicion(
             startedAt: 0, expectedConfirmations: 3, minTimeoutMs: entry.minTimeout, maxTimeoutMs: entry.minTimeout * 6)
-        #expect(suspicion.reminderIntervalMs(probeIntervalMs: entry.probeInterval) == entry.expected)
+        #expect(suspicion.finalStretchMs(probeIntervalMs: entry.probeInterval) == entry.expected)
     }
 }
 
