@@ -299,6 +299,8 @@ public struct MeshInstance: Sendable {
             runProbeRound(at: time)
         case .probeTimeout(let sequence):
             startIndirectProbes(sequence: sequence, at: time)
+        case .probeRetry(let sequence):
+            pingProbeTargetAgain(sequence: sequence)
         case .relayTimeout(let sequence):
             finishRelayedProbe(sequence: sequence)
         case .gossipRound:

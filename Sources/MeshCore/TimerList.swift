@@ -4,6 +4,9 @@ enum TimerKind: Hashable, Sendable {
     case probeRound
     /// The direct ping of probe `sequence` got no ack in time: start indirect probes.
     case probeTimeout(sequence: UInt64)
+    /// Probe `sequence` still has no ack halfway between its indirect probes and the round's end:
+    /// ping the target directly a last time.
+    case probeRetry(sequence: UInt64)
     /// A ping this node sent on behalf of a `ping-req` got no ack in time: send a nack.
     case relayTimeout(sequence: UInt64)
     case gossipRound
