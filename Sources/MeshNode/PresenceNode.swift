@@ -101,6 +101,7 @@ public final class PresenceNode {
     /// Runs the node until SIGTERM or SIGINT, then leaves the cluster and returns the exit code.
     public func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
+        fixLargeBlockThreshold()
         // A parent may start us with stop signals blocked (test runners and thread pools do), and
         // a blocked SIGTERM would never reach the handler below.
         var stopSignals = sigset_t()
