@@ -23,10 +23,10 @@ func releaseFreeHeapMemory() {
 }
 
 /// Fixes the size from which glibc serves a block with its own `mmap` at 128 KiB, its starting
-/// value. glibc otherwise raises that size to each large block freed, up to 32 MiB, so once a
-/// grown array or a push-pull buffer is freed, later ones of that size come from the heap, and
-/// the holes they leave when freed stay resident among the small blocks around them. Blocks
-/// from `mmap` go back to the kernel when freed.
+/// value. glibc otherwise raises that size to each large block freed, up to 32 MiB. Once a grown
+/// array or a push-pull buffer is freed, later ones of that size then come from the heap. When
+/// those are freed, their holes stay resident among the small blocks around them. Blocks from
+/// `mmap` go back to the kernel when freed.
 func fixLargeBlockThreshold() {
     // M_MMAP_THRESHOLD in glibc's malloc.h.
     let mmapThreshold: Int32 = -3
