@@ -16,6 +16,7 @@ public final class PresenceNode {
     let graceTimer: UnsafeMutablePointer<uv_timer_t>
     private let stopTimer: UnsafeMutablePointer<uv_timer_t>
     private let idleTimer: UnsafeMutablePointer<uv_timer_t>
+    private let trimTimer: UnsafeMutablePointer<uv_timer_t>
     private var signalHandles: [UnsafeMutablePointer<uv_signal_t>] = []
     /// Gossip address other members reach this node at (with the OS-chosen port when configured as 0).
     public private(set) var gossipAddress: HostPort
@@ -44,6 +45,7 @@ public final class PresenceNode {
         graceTimer = .allocate(capacity: 1)
         stopTimer = .allocate(capacity: 1)
         idleTimer = .allocate(capacity: 1)
+        trimTimer = .allocate(capacity: 1)
         PresenceNode.clockOffsetMs = config.clockOffsetMs
         gossipAddress = config.gossipListen
         clientAddress = config.clientListen
@@ -58,7 +60,7 @@ public final class PresenceNode {
             epoch: epoch, seed: 0)
 
         let opaque = Unmanaged.passUnretained(self).toOpaque()
-        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer] {
+        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer, trimTimer] {
             uv_timer_init(loop, timer)
             timer.pointee.data = opaque
         }
@@ -125,7 +127,7 @@ public final class PresenceNode {
         pushPullListener.respond = { [unowned self] frame in
             let (reply, directives) = instance.onPushPullRequest(frame, at: now())
             apply(directives)
-            if frame.count >= 1 << 20 { releaseFreeHeapMemory() }
+            if frame.count >= 1 << 20 { releaseHeapAfterLargeMerge() }
             return reply
         }
         gossipSocket.startReceiving()
@@ -214,7 +216,7 @@ public final class PresenceNode {
         connection.onFrame = { [unowned self, unowned connection] frame in
             connection.close()
             apply(instance.onPushPullReply(frame, from: address, at: now()))
-            if frame.count >= 1 << 20 { releaseFreeHeapMemory() }
+            if frame.count >= 1 << 20 { releaseHeapAfterLargeMerge() }
         }
         connection.onFailure = { [unowned self] reason in
             logger.debug("push-pull failed", [("addr", address), ("reason", reason)])
@@ -239,6 +241,7 @@ public final class PresenceNode {
         uv_timer_stop(wakeTimer)
         uv_timer_stop(graceTimer)
         uv_timer_stop(idleTimer)
+        uv_timer_stop(trimTimer)
         shutdownStartedAt = uv_now(loop)
         uv_timer_start(stopTimer, { timer in
             let node = Unmanaged<PresenceNode>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
@@ -263,6 +266,14 @@ public final class PresenceNode {
         }, 200, 0)
     }
 
+    /// Returns free heap pages to the kernel now, and again 500 ms after the last large merge. The
+    /// payload, its decoded entries and the reply are freed only after the merge returns, and
+    /// several peers' payloads may arrive in a burst, so a single trim leaves some pages behind.
+    private func releaseHeapAfterLargeMerge() {
+        releaseFreeHeapMemory()
+        uv_timer_start(trimTimer, { _ in releaseFreeHeapMemory() }, 500, 0)
+    }
+
     /// Maximum wait, in milliseconds, for clients to reply to the close frame at shutdown.
     static let closeHandshakeMs: UInt64 = 2_000
 
@@ -272,7 +283,7 @@ public final class PresenceNode {
         gossipSocket.close()
         pushPullListener.close()
         let closer: uv_close_cb = { handle in handle?.deallocate() }
-        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer] {
+        for timer in [wakeTimer, graceTimer, stopTimer, idleTimer, trimTimer] {
             uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self), closer)
         }
         for handle in signalHandles {

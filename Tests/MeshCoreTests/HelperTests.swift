@@ -94,6 +94,28 @@ import Testing
     #expect(queue.count == 1)
 }
 
+@Test func broadcastQueue_overCap_dropsMostSentFirst() {
+    var queue = BroadcastQueue()
+    // Three items sent once each, then enough unsent ones to pass the cap by two.
+    for index in 1...3 {
+        queue.enqueue(.member("sent-\(index)"), framed: GossipCodec.frame(.ack(sequence: UInt64(index))))
+    }
+    var sent: [[UInt8]] = []
+    queue.fill(&sent, maxDatagramBytes: 1400, retransmitLimit: 10)
+    #expect(sent.count == 3)
+    for index in 0..<(BroadcastQueue.maxItems - 1) {
+        queue.enqueue(.lastSeen("user-\(index)"), framed: GossipCodec.frame(.ack(sequence: UInt64(100 + index))))
+    }
+    #expect(queue.count == BroadcastQueue.maxItems)
+    // Two of the sent items went, and every unsent one is left.
+    #expect(queue.membershipItemCount == 1)
+    #expect(queue.presenceItemCount == BroadcastQueue.maxItems - 1)
+    var next: [[UInt8]] = []
+    queue.fill(&next, maxDatagramBytes: 1400, retransmitLimit: 10)
+    let sentLeft = (1...3).filter { next.contains(GossipCodec.frame(.ack(sequence: UInt64($0)))) }
+    #expect(sentLeft.count == 1)
+}
+
 @Test func broadcastQueue_neverExceedsDatagramSize() {
     var queue = BroadcastQueue()
     for index in 0..<300 {
