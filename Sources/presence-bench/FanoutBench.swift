@@ -183,18 +183,21 @@ enum FanoutBench {
                                    limits: ["maxSessions": count + 100])
         let loop = EventLoop()
         defer { loop.close() }
-        let pool = try WebSocketPool(eventLoop: loop, port: node.clientPort, capacity: count + 1)
-        let publisher = count
+        // The publisher opens and closes a session per event through libwebsockets; the
+        // subscribers only read, through the same plain TCP reads as the raw-TCP floor's.
+        let pool = try WebSocketPool(eventLoop: loop, port: node.clientPort, capacity: 1)
+        let publisher = 0
         let request = Envelope(type: ClientRequestType.subscribe, id: "s",
                                payload: UserSelectionPayload(userIds: .users([targetUser])))
-        let greeting = Array(try JSONEncoder().encode(request))
-        for index in 0..<count { pool.greetings[index] = greeting }
+        let subscribers = PlainWebSocketClients(
+            eventLoop: loop, count: count, port: node.clientPort, path: { "/v1/ws?userId=bench-sub-\($0)&observe=true" },
+            greeting: Array(try JSONEncoder().encode(request)))
 
         let tracker = EventTracker(subscribers: count)
         var subscribed = 0
         var frameSizes: [Int] = []
-        pool.onMessage = { index, message in
-            guard index != publisher, let base = message.baseAddress else { return }
+        subscribers.onMessage = { index, message in
+            guard let base = message.baseAddress else { return }
             if bytesContain(base, message.count, "\"type\":\"user.presence\"") {
                 let online = bytesContain(base, message.count, "\"status\":\"online\"")
                 let expectOnline = (tracker.received[index] % 2) == 0
@@ -204,9 +207,9 @@ enum FanoutBench {
                 subscribed += 1
             }
         }
-        let opened = pool.openAll(0..<count, maxPending: 256, timeout: 120) { "/v1/ws?userId=bench-sub-\($0)&observe=true" }
+        let opened = subscribers.connectAll(port: node.clientPort, maxPending: 256, timeout: 120)
         guard opened == count else {
-            throw BenchError("only \(opened) of \(count) subscribers connected to the node; last failure: \(pool.lastFailure)")
+            throw BenchError("only \(opened) of \(count) subscribers connected to the node; \(subscribers.failures.first ?? "no failure reported")")
         }
         guard loop.run(timeout: 60, until: { subscribed == count }) else {
             throw BenchError("only \(subscribed) of \(count) subscribers got their subscription snapshot within 60 s")
@@ -235,6 +238,7 @@ enum FanoutBench {
             measurement.frameBytes = frameSizes.reduce(0, +) / frameSizes.count + 2
         }
         measurement.notes.append("node_rss_mib=\(formatted(Double(ProcStats.residentBytes(node.pid) ?? 0) / 1_048_576, 1))")
+        subscribers.closeAll()
         pool.destroy()
         group.stop(node.child)
         return measurement

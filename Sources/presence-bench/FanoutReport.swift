@@ -12,12 +12,14 @@ enum FanoutReport {
         lines.append("Command: `\(commandLineText)` (\(utcTimestamp())).")
         lines.append("")
         lines.append("""
-            One client process with one libuv loop holds N libwebsockets client connections to one \
-            `presence-node`, each an `observe=true` session subscribed to one user. A publisher \
-            session of that user opens and closes: each open and each close is one event to all N. \
-            The floor is `presence-bench raw-server`, one libuv loop that copies each message from \
-            the publisher connection to every other connection with no framing, driven by the same \
-            client over N plain TCP connections with messages of the node's frame size. Each batch \
+            One client process with one libuv loop holds N WebSocket connections to one \
+            `presence-node`, each an `observe=true` session subscribed to one user. The subscribers \
+            read plain libuv TCP sockets and split the bytes into frames themselves. A publisher \
+            session of that user, a libwebsockets client, opens and closes: each open and each close \
+            is one event to all N. The floor is `presence-bench raw-server`, one libuv loop that \
+            copies each message from the publisher connection to every other connection with no \
+            framing, driven by the same client over N plain TCP connections with the same read code \
+            and messages of the node's frame size. Each batch \
             has \(settings.warmupEvents) warm-up events and then \(settings.events) measured events, \
             one at a time, with \(Int(settings.gapSeconds * 1000)) ms between them. Time to last is \
             from the publisher's action (connect or close started, or the raw write) until the last \

@@ -125,6 +125,10 @@ final class RawClientSet {
     private let readBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: 65_536)
     /// Called with the connection index and its total bytes read so far.
     var onData: ((Int, Int) -> Void)?
+    /// Called with the connection index and the bytes of each read.
+    var onBytes: ((Int, UnsafeRawBufferPointer) -> Void)?
+    /// Called with the connection index once its TCP connection is up.
+    var onConnect: ((Int) -> Void)?
 
     init(eventLoop: EventLoop, count: Int) {
         self.eventLoop = eventLoop
@@ -198,7 +202,11 @@ final class RawClientSet {
             let tag = Unmanaged<Tag>.fromOpaque(raw).takeUnretainedValue()
             tag.set.bytesRead[tag.index] += count
             tag.set.onData?(tag.index, tag.set.bytesRead[tag.index])
+            tag.set.onBytes?(tag.index, UnsafeRawBufferPointer(start: tag.set.readBuffer, count: count))
         })
+        if let raw = stream.pointee.data {
+            onConnect?(Unmanaged<Tag>.fromOpaque(raw).takeUnretainedValue().index)
+        }
     }
 
     /// Writes `bytes` on connection `index` with one `uv_try_write`; returns whether all were written.
