@@ -20,13 +20,16 @@ import Testing
     }
 }
 
-@Test func suspicionFinalStretch_isHalfTheMinimumTimeout() {
-    let cases: [(minTimeout: UInt64, probeInterval: UInt64, expected: UInt64)] = [
-        (1_500, 500, 1_500), (3_000, 500, 1_500), (4_500, 500, 2_250), (6_000, 500, 3_000), (600, 200, 600), (12_000, 1_000, 6_000),
+@Test func suspicionFinalStretch_isHalfTheTimeout() {
+    // minimum timeout, probe interval, confirmations, expected stretch.
+    let cases: [(minTimeout: UInt64, probeInterval: UInt64, confirmations: Int, expected: UInt64)] = [
+        (3_000, 500, 0, 9_000), (3_000, 500, 3, 3_000), (4_500, 500, 3, 3_000), (6_000, 500, 3, 3_000),
+        (12_000, 1_000, 3, 6_000), (600, 200, 0, 1_800), (600, 200, 3, 1_200),
     ]
     for entry in cases {
-        let suspicion = Suspicion(
-            startedAt: 0, expectedConfirmations: 3, minTimeoutMs: entry.minTimeout, maxTimeoutMs: entry.minTimeout * 6)
+        var suspicion = Suspicion(
+            startedAt: 1_000, expectedConfirmations: 3, minTimeoutMs: entry.minTimeout, maxTimeoutMs: entry.minTimeout * 6)
+        suspicion.accusers = Set((0...entry.confirmations).map { "accuser-\($0)" })
         #expect(suspicion.finalStretchMs(probeIntervalMs: entry.probeInterval) == entry.expected)
     }
 }
