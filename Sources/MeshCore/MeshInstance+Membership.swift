@@ -45,9 +45,10 @@ extension MeshInstance {
         return true
     }
 
-    /// Applies a suspect claim. A claim about this node is refuted. A claim by a new accuser about a member already suspected here is an independent confirmation:
-    /// until the suspicion is fully confirmed, it shortens the suspicion timeout (Lifeguard) and
-    /// is gossiped on, so that other nodes count it too.
+    /// Applies a suspect claim. A claim about this node is refuted. A claim by a new accuser
+    /// about a member already suspected here is an independent confirmation: until the
+    /// suspicion is fully confirmed, it shortens the suspicion timeout (Lifeguard) and is
+    /// gossiped on, so that other nodes count it too.
     mutating func applySuspect(_ accusation: MemberAccusation, at time: MeshTime) -> Bool {
         if accusation.name == config.name {
             if accusation.epoch == epoch { refute(accusedIncarnation: accusation.incarnation) }
@@ -142,9 +143,9 @@ extension MeshInstance {
     }
 
     /// Sends a suspect its suspicion again in the final stretch before this node would declare it
-    /// dead (`Suspicion.finalStretchMs`), at most once per probe interval. Most
-    /// nodes have dropped a refuted suspicion long before, so only the few whose copy of the
-    /// refutation was lost ask, and the suspect answers each with its alive directly (see
+    /// dead (`Suspicion.finalStretchMs`), at most once per probe interval. Most nodes have
+    /// dropped a refuted suspicion long before, so only the few whose copy of the refutation was
+    /// lost ask, and the suspect answers each with its alive directly (see
     /// `answerStaleAccusation`). A crashed member gets a few datagrams from each node, once.
     /// Reminders carry no gossip items: an item sent to a member that is likely down would use
     /// up one of its few transmissions.
