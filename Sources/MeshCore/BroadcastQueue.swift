@@ -266,36 +266,35 @@ struct BroadcastQueue: Sendable {
 
     /// Drops `excess` items, the most-sent first, and presence before membership among items sent
     /// equally often. Each lane entry is read at most once, so the cost follows the entries read,
-    /// not the queue length. (Sorting every item on each drop took most of a node's CPU while the
-    /// gossip of 99,000 users went past the cap.)
+    /// not the queue length. Sorting every item on each drop instead took most of a node's CPU
+    /// while the gossip of 99,000 users went past the cap.
     private mutating func dropMostTransmitted(_ excess: Int) {
         var remaining = excess
         var lane = max(membership.lanes.count, presence.lanes.count) - 1
         while remaining > 0 && lane >= 0 {
-            // Each lane is moved out of `self` while `dropOldest` changes `items`.
-            var movedLane = Lane()
-            if lane < presence.lanes.count {
-                swap(&movedLane, &presence.lanes[lane])
-                dropOldest(from: &movedLane, transmits: lane, remaining: &remaining)
-                swap(&movedLane, &presence.lanes[lane])
-            }
-            if lane < membership.lanes.count {
-                swap(&movedLane, &membership.lanes[lane])
-                dropOldest(from: &movedLane, transmits: lane, remaining: &remaining)
-                swap(&movedLane, &membership.lanes[lane])
-            }
+            dropOldest(of: \.presence, lane: lane, remaining: &remaining)
+            dropOldest(of: \.membership, lane: lane, remaining: &remaining)
             lane -= 1
         }
     }
 
-    private mutating func dropOldest(from lane: inout Lane, transmits: Int, remaining: inout Int) {
-        while remaining > 0, let entry = lane.popFront() {
-            guard let item = items[entry.key], item.id == entry.id, item.transmits == transmits else {
-                continue  // A stale entry.
+    /// Drops items from the front of one lane of `itemClass`, skipping stale entries, until
+    /// `remaining` reaches 0 or the lane is empty.
+    private mutating func dropOldest(
+        of itemClass: WritableKeyPath<BroadcastQueue, ItemClass>, lane: Int, remaining: inout Int
+    ) {
+        guard remaining > 0, lane < self[keyPath: itemClass].lanes.count else { return }
+        // The lane is moved out of `self` while `remove` changes `items`.
+        var entries = Lane()
+        swap(&entries, &self[keyPath: itemClass].lanes[lane])
+        while remaining > 0, let entry = entries.popFront() {
+            guard let item = items[entry.key], item.id == entry.id, item.transmits == lane else {
+                continue  // Replaced, retired or moved on: a stale entry.
             }
             remove(entry.key)
             remaining -= 1
         }
+        swap(&entries, &self[keyPath: itemClass].lanes[lane])
     }
 }
 

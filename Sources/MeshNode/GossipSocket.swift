@@ -35,14 +35,7 @@ final class GossipSocket {
 
     /// The bound port (the OS's choice when the configured port was 0).
     var boundPort: UInt16 {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(handle, $0, &length) }
-        }
-        return withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
-        }
+        SocketAddress.boundPort { uv_udp_getsockname(handle, $0, $1) }
     }
 
     func startReceiving() {
@@ -103,6 +96,19 @@ final class GossipSocket {
 }
 
 enum SocketAddress {
+    /// Port of the IPv4 address that `getsockname` (`uv_udp_getsockname` or `uv_tcp_getsockname`
+    /// of one handle) reports.
+    static func boundPort(_ getsockname: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> UInt16 {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname($0, &length) }
+        }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
     /// `"ip:port"` of an IPv4 socket address; other families are described as `"unknown"`.
     static func describe(_ address: UnsafePointer<sockaddr>) -> String {
         guard address.pointee.sa_family == sa_family_t(AF_INET) else { return "unknown" }

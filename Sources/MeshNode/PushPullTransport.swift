@@ -210,14 +210,7 @@ final class PushPullListener {
 
     /// The bound port (the OS's choice when the configured port was 0).
     var boundPort: UInt16 {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(handle, $0, &length) }
-        }
-        return withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
-        }
+        SocketAddress.boundPort { uv_tcp_getsockname(handle, $0, $1) }
     }
 
     private func accept(_ server: UnsafeMutablePointer<uv_stream_t>) {
