@@ -238,12 +238,12 @@ struct Suspicion: Sendable {
         accusers.count > expectedConfirmations
     }
 
-    /// Time before the deadline in which this node reminds the suspect, one reminder per probe
-    /// interval: the second half of the current timeout, and at least six probe intervals. At
-    /// 20% loss a reminder and its answer both arrive with probability 0.64, so six tries all
-    /// fail with probability 0.002, and the 18 of an unconfirmed suspicion at N = 100 on the lan
-    /// preset with probability 1e-8. A node that missed the refutation's gossip (at 20% loss
-    /// and N = 100, about one observer in 16,000 by an estimate) almost always learns of it here.
+    /// Returns the time before the deadline in which this node reminds the suspect, once per probe
+    /// interval: the second half of the current timeout, and at least six probe intervals.
+    /// At 20% loss a reminder and its reply both arrive with probability 0.64. Six tries then all
+    /// fail with probability 0.002, and the 18 tries of an unconfirmed suspicion at N = 100 on
+    /// the lan preset with probability 1e-8. So a node that missed the refutation's gossip (about
+    /// one observer in 16,000 at 20% loss and N = 100, an estimate) almost always learns of it.
     func finalStretchMs(probeIntervalMs: UInt64) -> UInt64 {
         max(6 * probeIntervalMs, (deadline - startedAt) / 2)
     }

@@ -145,7 +145,7 @@ extension MeshInstance {
     /// Sends a suspect its suspicion again in the final stretch before this node would declare it
     /// dead (`Suspicion.finalStretchMs`), at most once per probe interval. Most nodes have
     /// dropped a refuted suspicion long before, so only the few whose copy of the refutation was
-    /// lost ask, and the suspect answers each with its alive directly (see
+    /// lost send reminders, and the suspect replies to each with its alive directly (see
     /// `answerStaleAccusation`). A crashed member gets a few datagrams from each node, once.
     /// Reminders carry no gossip items: an item sent to a member that is likely down would use
     /// up one of its few transmissions.

@@ -44,11 +44,9 @@ extension MeshInstance {
 
     /// Asks `indirectChecks` other alive members to ping the target, because the direct ping got
     /// no ack in time, and pings the target directly twice more: now, and halfway to the round's
-    /// end. The extra pings do the work of memberlist's TCP fallback ping: under loss, the first
-    /// ping or its ack was most likely dropped, and a target whose three pings and every relayed
-    /// ping fail is most likely down. At 20% loss on every link, each ping round trip fails with
-    /// probability 0.36, so each extra ping cuts false suspicions to about a third. Like reminders,
-    /// the extra pings carry no gossip items.
+    /// end. The extra pings do the work of memberlist's TCP fallback ping. At 20% loss on every
+    /// link a ping round trip fails with probability 0.36, so each extra ping cuts false
+    /// suspicions to about a third. Like reminders, the extra pings carry no gossip items.
     mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
         guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
         pingProbeTargetAgain(sequence: sequence)

@@ -84,10 +84,9 @@ public final class PresenceNode {
     private func bindGossip() throws {
         let attempts = config.gossipListen.port == 0 ? 20 : 1
         var lastError: Error?
-        // With port 0 the TCP port is chosen first. Every TCP connection on the host uses a local
-        // port, so with many clients most ports free for UDP are in use for TCP, while a port free
-        // for TCP is nearly always free for UDP too. With 99,000 client connections on loopback,
-        // 20 UDP-first attempts all failed.
+        // With port 0 the OS picks the TCP port first, because every TCP connection on the host
+        // uses a local port. With 99,000 client connections on loopback, 20 attempts that picked
+        // the UDP port first all failed. A port free for TCP is nearly always free for UDP.
         for _ in 0..<attempts {
             let listener = try PushPullListener(loop: loop, address: config.gossipListen, logger: logger)
             let bound = HostPort(host: config.gossipListen.host, port: listener.boundPort)
