@@ -43,6 +43,10 @@ struct ProbeAttempt: Sendable {
     var targetEpoch: Epoch
     var targetAddress: GossipAddress
     var acked = false
+    /// Direct pings sent again after the probe timeout.
+    var retriesSent = 0
+    /// Whether the ping-reqs to relays have gone out.
+    var sentPingRequests = false
     /// Ping-reqs sent; each relay that gets no ack sends a nack.
     var expectedNacks = 0
     var nacks = 0

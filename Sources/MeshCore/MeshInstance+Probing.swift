@@ -42,19 +42,48 @@ extension MeshInstance {
         timers.schedule(.probeRound, at: time.monotonic + scaledByHealth(config.gossip.probeIntervalMs))
     }
 
-    /// Asks `indirectChecks` other alive members to ping the target, because the direct ping got
-    /// no ack in time, and pings the target directly twice more: now, and halfway to the round's
-    /// end. The extra pings do the work of memberlist's TCP fallback ping. At 20% loss on every
-    /// link a ping round trip fails with probability 0.36, so each extra ping cuts false
-    /// suspicions to about a third. Like reminders, the extra pings carry no gossip items.
-    mutating func startIndirectProbes(sequence: UInt64, at time: MeshTime) {
-        guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
-        pingProbeTargetAgain(sequence: sequence)
+    /// Handles a direct ping of probe `sequence` that got no ack within `probeTimeoutMs`. With no
+    /// direct retries configured, ping-reqs go to `indirectChecks` other alive members at once.
+    /// Otherwise the target is pinged again first and the ping-reqs go out one retry step later,
+    /// so a retry that gets through saves the ping-reqs, the relayed pings and their replies.
+    mutating func probeTimedOut(sequence: UInt64, at time: MeshTime) {
+        guard let attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
+        if config.gossip.directPingRetries == 0 {
+            sendPingRequests(sequence: sequence)
+        } else {
+            retryProbe(sequence: sequence, at: time)
+        }
+    }
+
+    /// Runs one retry step of probe `sequence`, unless the target has acked. It sends the
+    /// ping-reqs once one retry is unanswered, pings the target while retries are left, and
+    /// schedules the next step. Steps are `(probeIntervalMs − probeTimeoutMs) / (directPingRetries
+    /// + 1)` apart, so the answer to the last retry has two steps to arrive before the round ends.
+    mutating func retryProbe(sequence: UInt64, at time: MeshTime) {
         let settings = config.gossip
-        timers.schedule(
-            .probeRetry(sequence: sequence),
-            at: time.monotonic + scaledByHealth((settings.probeIntervalMs - settings.probeTimeoutMs) / 2))
+        guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
+        if attempt.retriesSent > 0 && !attempt.sentPingRequests {
+            sendPingRequests(sequence: sequence)
+            attempt = probe ?? attempt
+        }
+        if attempt.retriesSent < settings.directPingRetries {
+            attempt.retriesSent += 1
+            probe = attempt
+            sendDatagram(
+                leading: [.ping(sequence: sequence, target: attempt.target, targetEpoch: attempt.targetEpoch)],
+                to: attempt.targetAddress, piggyback: false)
+        }
+        if attempt.retriesSent < settings.directPingRetries || !attempt.sentPingRequests {
+            let step = (settings.probeIntervalMs - settings.probeTimeoutMs) / UInt64(settings.directPingRetries + 1)
+            timers.schedule(.probeRetry(sequence: sequence), at: time.monotonic + scaledByHealth(step))
+        }
+    }
+
+    /// Sends ping-reqs for probe `sequence` to `indirectChecks` other alive members.
+    private mutating func sendPingRequests(sequence: UInt64) {
+        guard var attempt = probe, attempt.sequence == sequence else { return }
         let relays = sampleLiveMembers(config.gossip.indirectChecks, excluding: attempt.target, aliveOnly: true)
+        attempt.sentPingRequests = true
         attempt.expectedNacks = relays.count
         probe = attempt
         let request = GossipMessage.pingRequest(
@@ -62,14 +91,6 @@ extension MeshInstance {
         for relay in relays {
             sendDatagram(leading: [request], to: relay.gossipAddress)
         }
-    }
-
-    /// Pings the target of probe `sequence` directly once more, unless it has acked.
-    mutating func pingProbeTargetAgain(sequence: UInt64) {
-        guard let attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
-        sendDatagram(
-            leading: [.ping(sequence: sequence, target: attempt.target, targetEpoch: attempt.targetEpoch)],
-            to: attempt.targetAddress, piggyback: false)
     }
 
     /// Acks a ping addressed to this run. A ping for another name (a stale address) is ignored.

@@ -298,9 +298,9 @@ public struct MeshInstance: Sendable {
         case .probeRound:
             runProbeRound(at: time)
         case .probeTimeout(let sequence):
-            startIndirectProbes(sequence: sequence, at: time)
+            probeTimedOut(sequence: sequence, at: time)
         case .probeRetry(let sequence):
-            pingProbeTargetAgain(sequence: sequence)
+            retryProbe(sequence: sequence, at: time)
         case .relayTimeout(let sequence):
             finishRelayedProbe(sequence: sequence)
         case .gossipRound:

@@ -2,10 +2,9 @@
 enum TimerKind: Hashable, Sendable {
     /// End of the current probe round and start of the next.
     case probeRound
-    /// The direct ping of probe `sequence` got no ack in time: start indirect probes.
+    /// The direct ping of probe `sequence` got no ack in time: retry it or send ping-reqs.
     case probeTimeout(sequence: UInt64)
-    /// Probe `sequence` still has no ack halfway between its indirect probes and the round's end:
-    /// ping the target directly a last time.
+    /// Probe `sequence` still has no ack one retry step later: send ping-reqs, ping once more.
     case probeRetry(sequence: UInt64)
     /// A ping this node sent on behalf of a `ping-req` got no ack in time: send a nack.
     case relayTimeout(sequence: UInt64)

@@ -204,6 +204,7 @@ extension NodeConfig {
         if let value = gossip.integer("probeIntervalMs", in: 1...hour, &problems) { config.gossip.probeIntervalMs = UInt64(value) }
         if let value = gossip.integer("probeTimeoutMs", in: 1...hour, &problems) { config.gossip.probeTimeoutMs = UInt64(value) }
         if let value = gossip.integer("indirectChecks", in: 0...16, &problems) { config.gossip.indirectChecks = value }
+        if let value = gossip.integer("directPingRetries", in: 0...16, &problems) { config.gossip.directPingRetries = value }
         if let value = gossip.integer("suspicionMult", in: 1...100, &problems) { config.gossip.suspicionMult = value }
         if let value = gossip.integer("suspicionMaxTimeoutMult", in: 1...100, &problems) {
             config.gossip.suspicionMaxTimeoutMult = value
@@ -225,7 +226,7 @@ extension NodeConfig {
         if let value = gossip.integer("maxPacketBytes", in: 512...65_000, &problems) { config.gossip.maxPacketBytes = value }
         gossip.reportUnknown(
             &problems,
-            known: "preset, probeIntervalMs, probeTimeoutMs, indirectChecks, suspicionMult, suspicionMaxTimeoutMult, "
+            known: "preset, probeIntervalMs, probeTimeoutMs, indirectChecks, directPingRetries, suspicionMult, suspicionMaxTimeoutMult, "
                 + "suspicionConfirmations, retransmitMult, gossipIntervalMs, fanout, pushPullIntervalMs, reconnectIntervalMs, deadMemberRetentionMs, "
                 + "tombstoneRetentionMs, maxPacketBytes")
     }

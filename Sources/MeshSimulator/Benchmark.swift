@@ -153,13 +153,16 @@ public enum MembershipBenchmark {
         /// Distinct nodes that some observer declared dead.
         public var nodesDeclaredDead: Int
         public var suspicions: Int
+        /// UDP datagrams and their bytes sent per node per virtual second, over the whole run.
+        public var datagramsPerNodeSecond: Double
+        public var bytesPerNodeSecond: Double
         public var wallSeconds: Double
     }
 
     /// `nodes` healthy nodes under `lossRate` loss on every link for `virtualSeconds`.
     public static func falsePositives(
         nodes: Int, lossRate: Double, seed: UInt64, settings: GossipSettings = .lan, virtualSeconds: UInt64 = 3_600,
-        clock: () -> Double
+        clock: () -> Double, progress: (FalsePositiveResult) -> Void = { _ in }
     ) -> FalsePositiveResult {
         let wallStart = clock()
         let simulation = Simulation(seed: seed, link: LinkProfile.lan.withLoss(lossRate))
@@ -180,10 +183,29 @@ public enum MembershipBenchmark {
                 break
             }
         }
-        simulation.run(untilMilliseconds: virtualSeconds * 1_000)
-        return FalsePositiveResult(
-            nodes: nodes, lossRate: lossRate, virtualSeconds: virtualSeconds, deathVerdicts: verdicts,
-            nodesDeclaredDead: declared.count, suspicions: suspicions, wallSeconds: clock() - wallStart)
+        func result(after seconds: UInt64) -> FalsePositiveResult {
+            var datagrams = 0
+            var bytes = 0
+            for node in 0..<nodes {
+                datagrams += simulation.stats(node).datagramsSent
+                bytes += simulation.stats(node).datagramBytesSent
+            }
+            let nodeSeconds = Double(nodes) * Double(max(1, seconds))
+            return FalsePositiveResult(
+                nodes: nodes, lossRate: lossRate, virtualSeconds: seconds, deathVerdicts: verdicts,
+                nodesDeclaredDead: declared.count, suspicions: suspicions,
+                datagramsPerNodeSecond: Double(datagrams) / nodeSeconds, bytesPerNodeSecond: Double(bytes) / nodeSeconds,
+                wallSeconds: clock() - wallStart)
+        }
+        // The run goes in steps of five virtual minutes, so a long run reports how far it got.
+        let step: UInt64 = 300
+        var reached: UInt64 = 0
+        while reached < virtualSeconds {
+            reached = min(virtualSeconds, reached + step)
+            simulation.run(untilMilliseconds: reached * 1_000)
+            if reached < virtualSeconds { progress(result(after: reached)) }
+        }
+        return result(after: virtualSeconds)
     }
 
     /// Percentile `p` (0 to 100) of sorted `values`, nearest rank.

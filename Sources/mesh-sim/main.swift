@@ -172,7 +172,13 @@ func bench(_ options: Options) throws {
     for (size, percent) in falsePositiveCases {
         let loss = Double(percent) / 100
         let result = MembershipBenchmark.falsePositives(
-            nodes: size, lossRate: loss, seed: seed, virtualSeconds: falsePositiveSeconds, clock: wallSeconds)
+            nodes: size, lossRate: loss, seed: seed, virtualSeconds: falsePositiveSeconds, clock: wallSeconds
+        ) { partial in
+            FileHandle.standardError.write(Data((
+                "false positives N=\(size) loss=\(loss) at \(partial.virtualSeconds) virtual s: "
+                    + "\(partial.nodesDeclaredDead) nodes declared dead, \(partial.suspicions) suspicions, "
+                    + "\(String(format: "%.1f", partial.wallSeconds)) s wall\n").utf8))
+        }
         FileHandle.standardError.write(Data("false positives N=\(size) loss=\(loss) done in \(String(format: "%.1f", result.wallSeconds)) s\n".utf8))
         falsePositives.append(result)
     }
@@ -203,13 +209,13 @@ func bench(_ options: Options) throws {
     lines.append("")
     lines.append("False positives (healthy nodes declared dead) with loss on every link, lan preset:")
     lines.append("")
-    lines.append("| N | loss | virtual time | death verdicts | nodes declared dead | suspicions | wall time |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| N | loss | virtual time | death verdicts | nodes declared dead | suspicions | datagrams / bytes per node per s | wall time |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for result in falsePositives {
         lines.append(String(
-            format: "| %d | %.0f%% | %d s | %d | %d | %d | %.1f s |", result.nodes, result.lossRate * 100,
+            format: "| %d | %.0f%% | %d s | %d | %d | %d | %.2f / %.0f | %.1f s |", result.nodes, result.lossRate * 100,
             Int(result.virtualSeconds), result.deathVerdicts, result.nodesDeclaredDead, result.suspicions,
-            result.wallSeconds))
+            result.datagramsPerNodeSecond, result.bytesPerNodeSecond, result.wallSeconds))
     }
     lines.append("")
     lines.append("Targets:")

@@ -496,7 +496,18 @@ private func drainSuspectAccusers(_ instance: inout MeshInstance) throws -> [Str
     #expect(observer.instance.suspicions["x"]?.deadline == suspicion.deadline)
 }
 
-@Test func probe_noAck_pingsTargetTwiceMore() throws {
+/// Returns the first ping-req about node-3 and the direct pings of its probe, in the order sent.
+private func firstFailedProbe(in network: TestNetwork) throws -> (pings: [TestNetwork.SentMessage], request: TestNetwork.SentMessage) {
+    let request = try #require(network.sentMessages.first { isPingRequest($0, about: "node-3") })
+    guard case .pingRequest(let sequence, _, _, _) = request.message else { throw CancellationError() }
+    let pings = network.sentMessages.filter {
+        if case .ping(sequence, "node-3", _) = $0.message { return $0.from == request.from && $0.to == c }
+        return false
+    }
+    return (pings, request)
+}
+
+@Test func probe_noAck_retriesDirectlyThenAsksRelays() throws {
     let network = TestNetwork.cluster(3)
     network.crash(c)
     network.clearEvents()
@@ -504,15 +515,50 @@ private func drainSuspectAccusers(_ instance: inout MeshInstance) throws -> [Str
         network.sentMessages.contains { isPingRequest($0, about: "node-3") }
     }
     #expect(requestSent)
-    // The last ping goes out halfway between the ping-reqs and the end of the round.
     network.run(for: GossipSettings.local.probeIntervalMs)
-    let request = try #require(network.sentMessages.first { isPingRequest($0, about: "node-3") })
-    guard case .pingRequest(let sequence, _, _, _) = request.message else { return }
-    let pings = network.sentMessages.filter {
-        if case .ping(sequence, "node-3", _) = $0.message { return $0.from == request.from && $0.to == c }
-        return false
+    let (pings, request) = try firstFailedProbe(in: network)
+    let settings = GossipSettings.local
+    let step = (settings.probeIntervalMs - settings.probeTimeoutMs) / UInt64(settings.directPingRetries + 1)
+    #expect(pings.count == 1 + settings.directPingRetries)
+    let first = try #require(pings.first).sentAt
+    // The first retry at the timeout, the ping-reqs one step later, the last retry two steps
+    // before the round ends.
+    #expect(pings.dropFirst().first?.sentAt == first + settings.probeTimeoutMs)
+    #expect(request.sentAt == first + settings.probeTimeoutMs + step)
+    #expect(pings.last?.sentAt == first + settings.probeTimeoutMs + UInt64(settings.directPingRetries - 1) * step)
+}
+
+@Test func probe_noRetries_asksRelaysAtTimeout() throws {
+    var settings = GossipSettings.local
+    settings.directPingRetries = 0
+    let network = TestNetwork.cluster(3, settings: settings)
+    network.crash(c)
+    network.clearEvents()
+    let requestSent = network.run(atMost: 3_000) { network in
+        network.sentMessages.contains { isPingRequest($0, about: "node-3") }
     }
-    #expect(pings.count == 3)
+    #expect(requestSent)
+    network.run(for: settings.probeIntervalMs)
+    let (pings, request) = try firstFailedProbe(in: network)
+    #expect(pings.count == 1)
+    #expect(request.sentAt == (pings.first?.sentAt ?? 0) + settings.probeTimeoutMs)
+}
+
+@Test func probe_answeredRetry_asksNoRelays() throws {
+    let network = TestNetwork.cluster(3)
+    var droppedPings = 0
+    network.dropDatagram = { datagram in
+        guard droppedPings == 0, datagram.to == c,
+            let messages = try? GossipCodec.decodeDatagram(datagram.bytes),
+            messages.contains(where: { if case .ping = $0 { return true } else { return false } })
+        else { return false }
+        droppedPings += 1
+        return true
+    }
+    network.clearEvents()
+    network.run(for: 3 * GossipSettings.local.probeIntervalMs)
+    #expect(droppedPings == 1)
+    #expect(!network.sentMessages.contains { isPingRequest($0, about: "node-3") })
 }
 
 @Test func suspicion_fromGossip_sendsSuspectNothing() {

@@ -24,6 +24,8 @@ final class TestNetwork {
         var message: GossipMessage
         var from: GossipAddress
         var to: GossipAddress
+        /// Virtual milliseconds at delivery; the test network delivers at once.
+        var sentAt: UInt64
     }
 
     let settings: GossipSettings
@@ -232,7 +234,7 @@ final class TestNetwork {
         largestDatagram = max(largestDatagram, datagram.bytes.count)
         if let messages = try? GossipCodec.decodeDatagram(datagram.bytes) {
             for message in messages {
-                sentMessages.append(SentMessage(message: message, from: datagram.from, to: datagram.to))
+                sentMessages.append(SentMessage(message: message, from: datagram.from, to: datagram.to, sentAt: now))
             }
         }
         guard !down.contains(datagram.from), !down.contains(datagram.to), nodes[datagram.to] != nil,

@@ -28,12 +28,14 @@ final class NodeConfigTests: XCTestCase {
     func testParse_zeroAndOne_areIntegersNotBooleans() throws {
         let config = try NodeConfig.parse([
             "name": "n", "presence": ["offlineGraceMs": 0], "limits": ["maxWildcardSubscribers": 1, "maxSessions": 1],
-            "gossip": ["suspicionMult": 1],
+            "gossip": ["suspicionMult": 1, "directPingRetries": 0],
         ])
         XCTAssertEqual(config.presence.offlineGraceMs, 0)
         XCTAssertEqual(config.limits.maxWildcardSubscribers, 1)
         XCTAssertEqual(config.limits.maxSessions, 1)
         XCTAssertEqual(config.gossip.suspicionMult, 1)
+        XCTAssertEqual(config.gossip.directPingRetries, 0)
+        XCTAssertTrue(problems(["name": "n", "gossip": ["directPingRetries": 17]]).contains { $0.hasPrefix("gossip.directPingRetries must be") })
         XCTAssertTrue(problems(["name": "n", "presence": ["offlineGraceMs": true]]).contains { $0.hasPrefix("presence.offlineGraceMs must be an integer") })
     }
 
