@@ -8,7 +8,7 @@ import MeshSimulator
 let usage = """
     usage: mesh-sim scenario partition|loss|pause|restart|burst [--seed N]
            mesh-sim run --nodes N [--seconds S] [--seed N]
-           mesh-sim bench [--sizes 10,100,1000,10000] [--fp-sizes 10,100,1000] [--fp-seconds 3600]
+           mesh-sim bench [--sizes 10,100,1000,10000] [--fp-sizes 10,100,1000,10000] [--fp-seconds 3600]
                           [--fp-cases 10:5,100:20]
                           [--seed N] [--write FILE]
 
@@ -155,7 +155,7 @@ func ceilLog3(_ n: Int) -> Int {
 
 func bench(_ options: Options) throws {
     let sizes = try options.integers("sizes", default: [10, 100, 1_000, 10_000])
-    let falsePositiveSizes = try options.integers("fp-sizes", default: [10, 100, 1_000])
+    let falsePositiveSizes = try options.integers("fp-sizes", default: [10, 100, 1_000, 10_000])
     let falsePositiveSeconds = UInt64(try options.integer("fp-seconds", default: 3_600))
     let seed = UInt64(try options.integer("seed", default: 1))
     let falsePositiveCases = try options.lossCases("fp-cases")
