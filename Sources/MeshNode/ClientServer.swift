@@ -3,17 +3,38 @@ import CWebSockets
 import Foundation
 
 /// One encoded server-to-client message with the `LWS_PRE` bytes libwebsockets needs in front.
-/// A frame is encoded once and the same bytes are written to every session that gets it: lws
-/// rewrites the frame header in the reserved bytes on every write.
+/// A frame is encoded once and the same bytes are written to every session that gets it. The
+/// unmasked WebSocket header of a server text frame is the same for every connection, so it is
+/// written once into the reserved bytes, where lws would write it too.
 final class OutgoingFrame {
     let storage: UnsafeMutableRawPointer
     let count: Int
+    /// Header and payload, ready for the socket.
+    let wire: UnsafeMutablePointer<UInt8>
+    let wireCount: Int
 
     init(_ text: String) {
         var utf8 = Array(text.utf8)
-        count = utf8.count
-        storage = .allocate(byteCount: Int(pm_lws_pre()) + max(count, 1), alignment: 16)
-        utf8.withUnsafeMutableBytes { storage.advanced(by: Int(pm_lws_pre())).copyMemory(from: $0.baseAddress!, byteCount: count) }
+        let length = utf8.count
+        let pre = Int(pm_lws_pre())
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: pre + max(length, 1), alignment: 16)
+        utf8.withUnsafeMutableBytes { bytes.advanced(by: pre).copyMemory(from: $0.baseAddress!, byteCount: length) }
+        // RFC 6455 section 5.2: FIN and the text opcode, then a 7-bit, 16-bit or 64-bit length.
+        var header: [UInt8] = [0x81]
+        if length < 126 {
+            header.append(UInt8(length))
+        } else if length < 65_536 {
+            header += [126, UInt8(length >> 8), UInt8(length & 0xFF)]
+        } else {
+            header.append(127)
+            header += (0..<8).reversed().map { UInt8((UInt64(length) >> (8 * UInt64($0))) & 0xFF) }
+        }
+        let start = bytes.advanced(by: pre - header.count).assumingMemoryBound(to: UInt8.self)
+        start.update(from: header, count: header.count)
+        storage = bytes
+        count = length
+        wire = start
+        wireCount = header.count + length
     }
 
     var payload: UnsafeMutablePointer<UInt8> {
@@ -56,6 +77,8 @@ final class ClientSession {
     let id: String
     let userID: String
     fileprivate let wsi: OpaquePointer
+    /// The connection's socket, for direct writes.
+    fileprivate let socket: Int32
     fileprivate var outbox: [OutgoingFrame] = []
     fileprivate var outboxHead = 0
     fileprivate var inbound: [UInt8] = []
@@ -82,24 +105,35 @@ final class ClientSession {
         self.isObserver = isObserver
         self.userID = userID
         self.wsi = wsi
+        socket = Int32(lws_get_socket_fd(wsi))
     }
 
     var queuedFrames: Int { outbox.count - outboxHead }
 
-    /// Sends a frame, in the order frames were sent. When nothing is queued and lws has no
-    /// unsent part of an earlier write, the frame is written at once, which saves arming write
-    /// interest and a poll round trip per delivery. Otherwise it waits in the queue for the next
-    /// writeable callback, which lws issues only after it has flushed a truncated write itself.
+    /// Sends a frame, in the order frames were sent. When nothing is queued and lws holds no
+    /// unsent bytes, the frame goes straight to the socket. That skips a poll round trip and the
+    /// lws write path per delivery. If the socket takes only part of it, lws gets the rest and
+    /// sends it before any later write or writeable callback. Otherwise the frame waits in the
+    /// queue for the next writeable callback.
     func send(_ frame: OutgoingFrame) {
         guard isOpen, closeStatus == nil, !writeFailed else { return }
         let partiallyWritten = lws_partial_buffered(wsi) != 0
         if partiallyWritten { server?.framesBehindPartialWrites += 1 }
         if outboxHead == outbox.count, !pingDue, server?.isInCallback(for: wsi) == false, !partiallyWritten {
-            if lws_write(wsi, frame.payload, frame.count, LWS_WRITE_TEXT) < 0 {
+            server?.directWrites += 1
+            let sent = Glibc.send(socket, frame.wire, frame.wireCount, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if sent == frame.wireCount { return }
+            if sent < 0, errno != EAGAIN, errno != EWOULDBLOCK, errno != EINTR {
                 // The connection is closing; lws reports it with LWS_CALLBACK_CLOSED.
                 writeFailed = true
+                return
             }
-            server?.directWrites += 1
+            let done = max(sent, 0)
+            server?.truncatedDirectWrites += 1
+            // LWS_WRITE_HTTP makes lws send the bytes as they are, with no WebSocket framing.
+            if lws_write(wsi, frame.wire + done, frame.wireCount - done, LWS_WRITE_HTTP) < 0 {
+                writeFailed = true
+            }
             return
         }
         outbox.append(frame)
@@ -172,6 +206,8 @@ final class ClientServer {
     fileprivate(set) var directWrites: UInt64 = 0
     /// Frames that waited because lws still held part of an earlier write: a sign of slow readers.
     fileprivate(set) var framesBehindPartialWrites: UInt64 = 0
+    /// Direct writes the socket took only part of, finished by lws.
+    fileprivate(set) var truncatedDirectWrites: UInt64 = 0
 
     func isInCallback(for wsi: OpaquePointer) -> Bool { callbackWSI == wsi }
 

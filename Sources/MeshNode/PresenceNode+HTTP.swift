@@ -92,6 +92,7 @@ extension PresenceNode {
         metric("presence_events_total", "counter", "Presence changes fanned out to subscribers.", [("", stats.presenceEvents)])
         metric("frames_queued_total", "counter", "Event frames sent to sessions.", [("", stats.framesQueued)])
         metric("frames_written_directly_total", "counter", "Frames written at once instead of from a writeable callback.", [("", clientServer.directWrites)])
+        metric("frames_truncated_direct_writes_total", "counter", "Direct writes the socket took only part of, finished by lws.", [("", clientServer.truncatedDirectWrites)])
         metric("frames_behind_partial_writes_total", "counter", "Frames that waited for lws to finish an earlier truncated write to a slow reader.", [("", clientServer.framesBehindPartialWrites)])
         metric("offline_events_cancelled_total", "counter", "Offline events dropped because the user returned within the grace period.", [("", stats.offlineEventsCancelled)])
         metric("http_requests_total", "counter", "Plain HTTP requests served.", [("", stats.httpRequests)])

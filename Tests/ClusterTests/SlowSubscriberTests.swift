@@ -140,6 +140,7 @@ final class SlowSubscriberTests: XCTestCase {
         }
         XCTAssertGreaterThan(value("presencemesh_frames_behind_partial_writes_total"), 0, "no write to the slow subscriber was truncated")
         XCTAssertGreaterThan(value("presencemesh_frames_written_directly_total"), 0)
+        XCTAssertGreaterThan(value("presencemesh_frames_truncated_direct_writes_total"), 0, "no direct write was truncated")
     }
 }
 
