@@ -20,7 +20,7 @@ public struct GossipSettings: Sendable, Equatable {
     /// relayed one costs four datagrams and fails with 1 − (1 − p)⁴, 0.59. Under random loss a
     /// retry therefore cuts false suspicions more cheaply than a relay, and relays still cover a
     /// broken path between two members. Higher sends up to this many more small datagrams for a member that is really
-    /// down. Default 10 in every preset; 0 asks relays at the timeout, as plain SWIM does.
+    /// down. Default 10 in every preset; 0 sends the ping-reqs at the timeout, as plain SWIM does.
     public var directPingRetries: Int = 10
     /// Suspicion timeout multiplier. The minimum suspicion timeout is
     /// `suspicionMult · max(1, log10(N)) · probeIntervalMs` for N live members: a suspect is
@@ -112,6 +112,21 @@ public struct GossipSettings: Sendable, Equatable {
         retransmitMult: 3, gossipIntervalMs: 100, fanout: 3, pushPullIntervalMs: 10_000,
         reconnectIntervalMs: 500, deadMemberRetentionMs: 60_000, maxPacketBytes: 1400,
         suspicionMaxTimeoutMult: 6, suspicionConfirmations: 3)
+
+    /// Time between two direct retries of a probe, and from the first retry to the ping-reqs.
+    public var retryStepMs: UInt64 {
+        (probeIntervalMs - probeTimeoutMs) / UInt64(directPingRetries + 1)
+    }
+
+    /// How long a relay waits for the target's ack before it sends the requester a nack: 80% of
+    /// the requester's round that is left when the ping-req arrives, and at most 80% of
+    /// `probeTimeoutMs`. A nack that arrives after the round ended counts against the requester's
+    /// local health as if the relay had sent nothing. On the wan preset (3 s timeout, 5 s
+    /// interval), 80% of the timeout alone would be 2.4 s, past the round's end.
+    public var relayNackDelayMs: UInt64 {
+        let pingRequestsAt = probeTimeoutMs + (directPingRetries > 0 ? retryStepMs : 0)
+        return min(probeTimeoutMs, probeIntervalMs - pingRequestsAt) * 4 / 5
+    }
 
     /// Minimum and maximum suspicion timeout, in milliseconds, for `memberCount` live members:
     /// a suspicion that reaches `suspicionConfirmations` confirmations waits the minimum, one

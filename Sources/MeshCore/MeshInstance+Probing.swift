@@ -58,7 +58,7 @@ extension MeshInstance {
     /// Runs one retry step of probe `sequence`, unless the target has acked. It sends the
     /// ping-reqs once one retry is unanswered, pings the target while retries are left, and
     /// schedules the next step. Steps are `(probeIntervalMs − probeTimeoutMs) / (directPingRetries
-    /// + 1)` apart, so the answer to the last retry has two steps to arrive before the round ends.
+    /// + 1)` apart, so the ack of the last retry has two steps to arrive before the round ends.
     mutating func retryProbe(sequence: UInt64, at time: MeshTime) {
         let settings = config.gossip
         guard var attempt = probe, attempt.sequence == sequence, !attempt.acked else { return }
@@ -74,8 +74,7 @@ extension MeshInstance {
                 to: attempt.targetAddress, piggyback: false)
         }
         if attempt.retriesSent < settings.directPingRetries || !attempt.sentPingRequests {
-            let step = (settings.probeIntervalMs - settings.probeTimeoutMs) / UInt64(settings.directPingRetries + 1)
-            timers.schedule(.probeRetry(sequence: sequence), at: time.monotonic + scaledByHealth(step))
+            timers.schedule(.probeRetry(sequence: sequence), at: time.monotonic + scaledByHealth(settings.retryStepMs))
         }
     }
 
@@ -120,9 +119,7 @@ extension MeshInstance {
         let relaySequence = nextSequence
         relayedProbes[relaySequence] = RelayedProbe(requester: from, requesterSequence: sequence)
         sendDatagram(leading: [.ping(sequence: relaySequence, target: target, targetEpoch: targetEpoch)], to: targetAddress)
-        // The nack must reach the requester before its probe round ends, so it goes out at 80% of
-        // the probe timeout, as memberlist does.
-        timers.schedule(.relayTimeout(sequence: relaySequence), at: time.monotonic + config.gossip.probeTimeoutMs * 4 / 5)
+        timers.schedule(.relayTimeout(sequence: relaySequence), at: time.monotonic + config.gossip.relayNackDelayMs)
     }
 
     mutating func handleAck(sequence: UInt64) {

@@ -518,7 +518,7 @@ private func firstFailedProbe(in network: TestNetwork) throws -> (pings: [TestNe
     network.run(for: GossipSettings.local.probeIntervalMs)
     let (pings, request) = try firstFailedProbe(in: network)
     let settings = GossipSettings.local
-    let step = (settings.probeIntervalMs - settings.probeTimeoutMs) / UInt64(settings.directPingRetries + 1)
+    let step = settings.retryStepMs
     #expect(pings.count == 1 + settings.directPingRetries)
     let first = try #require(pings.first).sentAt
     // The first retry at the timeout, the ping-reqs one step later, the last retry two steps
@@ -526,6 +526,32 @@ private func firstFailedProbe(in network: TestNetwork) throws -> (pings: [TestNe
     #expect(pings.dropFirst().first?.sentAt == first + settings.probeTimeoutMs)
     #expect(request.sentAt == first + settings.probeTimeoutMs + step)
     #expect(pings.last?.sentAt == first + settings.probeTimeoutMs + UInt64(settings.directPingRetries - 1) * step)
+}
+
+@Test(arguments: [("lan", GossipSettings.lan), ("wan", GossipSettings.wan), ("local", GossipSettings.local)])
+func probe_relayNacks_arriveBeforeRoundEnds(preset: String, settings: GossipSettings) throws {
+    let network = TestNetwork.cluster(4, settings: settings, settle: 6 * settings.probeIntervalMs)
+    network.crash(TestNetwork.address(4))
+    network.clearEvents()
+    let requestSent = network.run(atMost: 40 * settings.probeIntervalMs) { network in
+        network.sentMessages.contains { isPingRequest($0, about: "node-4") }
+    }
+    #expect(requestSent, "\(preset): no ping-req")
+    network.run(for: settings.probeIntervalMs)
+    let request = try #require(network.sentMessages.first { isPingRequest($0, about: "node-4") })
+    guard case .pingRequest(let sequence, _, _, _) = request.message else { return }
+    let roundStart = try #require(network.sentMessages.first {
+        if case .ping(sequence, "node-4", _) = $0.message { return $0.from == request.from }
+        return false
+    }).sentAt
+    let nacks = network.sentMessages.filter {
+        if case .nack(sequence) = $0.message { return $0.to == request.from }
+        return false
+    }
+    #expect(nacks.count == 2, "\(preset): \(nacks.count) nacks")
+    for nack in nacks {
+        #expect(nack.sentAt < roundStart + settings.probeIntervalMs, "\(preset): nack after the round ended")
+    }
 }
 
 @Test func probe_noRetries_asksRelaysAtTimeout() throws {
