@@ -303,7 +303,7 @@ final class ClientServer {
             let severity = level & Int32(LLL_ERR) != 0 ? "error" : "warning"
             let timestamp = RFC3339.string(fromMilliseconds: PresenceNode.wallClockMilliseconds(), fractional: true)
             let entry = "ts=\(timestamp) level=\(severity) msg=\"libwebsockets\" detail=\(Logger.logfmtValue(text))\n"
-            FileHandle.standardError.write(Data(entry.utf8))
+            Logger.writeToStandardError(entry)
         }
     }
 

@@ -58,7 +58,8 @@ final class NodeProcess: @unchecked Sendable {
     }
 
     /// Starts a node and waits for its `ready` line.
-    static func start(name: String, seeds: [String] = [], extraArguments: [String] = []) throws -> NodeProcess {
+    /// With `logPipe`, the node logs into that pipe instead of the log file.
+    static func start(name: String, seeds: [String] = [], extraArguments: [String] = [], logPipe: Pipe? = nil) throws -> NodeProcess {
         let process = Process()
         process.executableURL = binary
         var arguments = ["--name", name, "--client", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--preset", "local", "--log-level", "debug"]
@@ -68,7 +69,7 @@ final class NodeProcess: @unchecked Sendable {
         let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-test-\(name)-\(UUID().uuidString.prefix(8)).log").path
         FileManager.default.createFile(atPath: logPath, contents: nil)
         process.standardOutput = output
-        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardError = logPipe ?? FileHandle(forWritingAtPath: logPath)
         try process.run()
 
         let readyLine = Guarded<String?>(nil)

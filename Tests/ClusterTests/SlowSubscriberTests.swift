@@ -169,4 +169,20 @@ final class KeepaliveTests: XCTestCase {
         _ = ghost
         watcher.close()
     }
+
+    func testClosedLogPipe_nodeKeepsRunning() async throws {
+        let pipe = Pipe()
+        let node = try NodeProcess.start(name: "node-1", logPipe: pipe)
+        defer { node.stop() }
+        // The reader of the node's stderr goes away, as when `| head` exits.
+        try pipe.fileHandleForReading.close()
+        try pipe.fileHandleForWriting.close()
+        for index in 0..<3 {
+            let client = try await TestClient.connect(node: node, user: "user-\(index)")
+            client.close()
+        }
+        let (status, _) = try await node.get("/healthz")
+        XCTAssertEqual(status, 200)
+        XCTAssertTrue(node.process.isRunning)
+    }
 }
