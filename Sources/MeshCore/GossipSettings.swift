@@ -92,7 +92,7 @@ public struct GossipSettings: Sendable, Equatable {
     }
 
     /// Defaults for one data center: in `mesh-sim bench`, every node of a 10-node cluster marked a
-    /// crashed node dead within 3.1 s, and of a 10,000-node cluster within 7.7 s.
+    /// crashed node dead within 3.1 s, and of a 10,000-node cluster within 7.6 s.
     public static let lan = GossipSettings(
         probeIntervalMs: 500, probeTimeoutMs: 200, indirectChecks: 3, suspicionMult: 3,
         retransmitMult: 4, gossipIntervalMs: 200, fanout: 3, pushPullIntervalMs: 30_000,

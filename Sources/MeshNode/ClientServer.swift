@@ -110,7 +110,7 @@ final class ClientSession {
 
     var queuedFrames: Int { outbox.count - outboxHead }
 
-    /// Sends a frame, in the order frames were sent. When nothing is queued and lws holds no
+    /// Sends a frame, in the order frames were sent. When nothing is queued and lws has no
     /// unsent bytes, the frame goes straight to the socket. That skips a poll round trip and the
     /// lws write path per delivery. If the socket takes only part of it, lws gets the rest and
     /// sends it before any later write or writeable callback. Otherwise the frame waits in the
@@ -265,6 +265,13 @@ final class ClientServer {
         let unmanaged = Unmanaged.passUnretained(self)
         info.user = unmanaged.toOpaque()
 
+        // lws waits for an interface that does not exist yet instead of failing, which would
+        // leave the node running with no client listener.
+        if Self.bindError(address) == EADDRNOTAVAIL {
+            throw StartupError(
+                message: "clientListen \(address): TCP listen failed: \(String(cString: strerror(EADDRNOTAVAIL))): "
+                    + "no interface of this machine has that address")
+        }
         ClientServer.routeLibraryLogs()
         context = lws_create_context(&info)
         guard let context else {
@@ -283,15 +290,24 @@ final class ClientServer {
 
     /// Binds a throwaway socket to `address` to learn why lws could not listen there; lws only logs it.
     private static func listenFailureReason(_ address: HostPort) -> String {
+        let error = bindError(address)
+        return error == 0 ? "unknown reason (see the libwebsockets lines above)" : String(cString: strerror(error))
+    }
+
+    /// Returns the errno of binding a throwaway socket to `address` with `SO_REUSEADDR`, as lws
+    /// binds, or 0 when the bind works.
+    private static func bindError(_ address: HostPort) -> Int32 {
         let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard probe >= 0 else { return String(cString: strerror(errno)) }
+        guard probe >= 0 else { return errno }
         defer { close(probe) }
+        var reuse: Int32 = 1
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
         var socketAddress = sockaddr_in()
         uv_ip4_addr(address.host, Int32(address.port), &socketAddress)
         let result = withUnsafePointer(to: &socketAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        return result == 0 ? "unknown reason (see the libwebsockets lines above)" : String(cString: strerror(errno))
+        return result == 0 ? 0 : errno
     }
 
     /// Sends libwebsockets' own errors and warnings to stderr as log lines of ours; its notices

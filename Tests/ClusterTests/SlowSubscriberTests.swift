@@ -185,4 +185,24 @@ final class KeepaliveTests: XCTestCase {
         XCTAssertEqual(status, 200)
         XCTAssertTrue(node.process.isRunning)
     }
+
+    func testForeignClientAddress_exitsNamingIt() throws {
+        let process = Process()
+        process.executableURL = NodeProcess.binary
+        // 192.0.2.1 is a documentation address (RFC 5737) that no interface here has; the bind
+        // fails before any packet is sent.
+        process.arguments = ["--name", "n", "--client", "192.0.2.1:0", "--gossip", "127.0.0.1:0", "--preset", "local"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { process.terminate() }
+        XCTAssertFalse(process.isRunning, "the node kept running with no client listener")
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(process.terminationStatus, 1, text)
+        XCTAssertTrue(text.contains("clientListen 192.0.2.1:0"), text)
+        XCTAssertTrue(text.contains("no interface of this machine has that address"), text)
+    }
 }
