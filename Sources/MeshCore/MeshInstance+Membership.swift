@@ -7,6 +7,9 @@ extension MeshInstance {
     /// incarnation, or replaced by a newer run (epoch) of the same name.
     mutating func applyAlive(_ alive: AliveAnnouncement, at time: MeshTime) -> Bool {
         // Only this node speaks for itself, and no other name may take its address.
+        if alive.name == config.name, alive.epoch != epoch, alive.gossipAddress != config.gossipAddress {
+            reportNameConflict(ReplicaID(name: alive.name, epoch: alive.epoch), address: alive.gossipAddress)
+        }
         guard alive.name != config.name, alive.gossipAddress != config.gossipAddress else { return false }
         let replica = ReplicaID(name: alive.name, epoch: alive.epoch)
 
@@ -309,5 +312,12 @@ extension MeshInstance {
         timers.removeAll()
         probe = nil
         relayedProbes = [:]
+    }
+
+    /// Reports another run of this node's name once.
+    private mutating func reportNameConflict(_ run: ReplicaID, address: GossipAddress) {
+        guard reportedNameConflicts.insert(run).inserted else { return }
+        counters.nameConflicts += 1
+        output.append(.nameConflict(otherAddress: address))
     }
 }

@@ -32,6 +32,8 @@ public struct MeshInstance: Sendable {
     /// Runs whose member was forgotten after retention or replaced by a newer run, with the
     /// incarnation an alive message must exceed to bring them back (`.max` for replaced runs).
     var retiredRuns: [ReplicaID: Incarnation] = [:]
+    /// Other runs of this node's name already reported with `nameConflict`.
+    var reportedNameConflicts: Set<ReplicaID> = []
     var timers = TimerList()
     var broadcasts = BroadcastQueue()
     var presenceState = PresenceCRDT()

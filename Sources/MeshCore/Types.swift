@@ -114,6 +114,11 @@ public enum Directive: Sendable, Equatable {
     case presenceChanged([UserPresenceState])
     /// A member entered a new state (including a first sighting); for logs and metrics.
     case memberChanged(Member, previous: MemberState?)
+    /// Another run announced itself with this node's name from another gossip address. Names
+    /// must be unique: the later run takes the name in the other members' tables, and this
+    /// node stays cut off until one of the two is restarted with another name. Reported once
+    /// per other run.
+    case nameConflict(otherAddress: GossipAddress)
 }
 
 /// Counters the instance keeps for metrics.
@@ -132,6 +137,8 @@ public struct MeshCounters: Sendable, Equatable {
     public var pushPullsStarted: UInt64 = 0
     public var pushPullsFailed: UInt64 = 0
     public var pushPullsMalformed: UInt64 = 0
+    /// Other runs seen announcing this node's name from another address.
+    public var nameConflicts: UInt64 = 0
 
     public init() {}
 }

@@ -104,6 +104,8 @@ extension PresenceNode {
         metric("probes_failed_total", "counter", "SWIM probes without an ack, direct or indirect.", [("", counters.probesFailed)])
         metric("suspicions_total", "counter", "Members this node suspected.", [("", counters.suspicionsRaised)])
         metric("refutations_total", "counter", "Times this node refuted suspicion of itself.", [("", counters.refutations)])
+        metric("members_declared_dead_total", "counter", "Suspects this node declared dead when their suspicion timed out.", [("", counters.membersDeclaredDead)])
+        metric("name_conflicts_total", "counter", "Other nodes seen announcing this node's name from another address.", [("", counters.nameConflicts)])
         metric("push_pulls_total", "counter", "Push-pull state exchanges started.", [("", counters.pushPullsStarted)])
         metric("push_pulls_failed_total", "counter", "Push-pull exchanges that failed.", [("", counters.pushPullsFailed)])
         metric("push_pulls_malformed_total", "counter", "Push-pull frames dropped because they did not decode.", [("", counters.pushPullsMalformed)])

@@ -191,6 +191,10 @@ public final class PresenceNode {
                 publish(changes)
             case .memberChanged(let member, let previous):
                 logMemberChange(member, previous: previous)
+            case .nameConflict(let otherAddress):
+                logger.error(
+                    "another node runs with this node's name; give each node a unique name and restart one of them",
+                    [("name", config.name), ("other_gossip", otherAddress), ("gossip", gossipAddress)])
             }
         }
     }

@@ -594,6 +594,9 @@ public final class Simulation {
             onPresenceChanged?(node, changes, nowMilliseconds)
         case .memberChanged(let member, let previous):
             onMemberChanged?(node, member, previous, nowMilliseconds)
+        case .nameConflict:
+            // Counted in the instance's `nameConflicts`; simulated nodes have unique names.
+            break
         }
     }
 

@@ -231,3 +231,20 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+final class NameConflictTests: XCTestCase {
+    func testDuplicateName_cutOffNodeLogsIt() async throws {
+        let first = try NodeProcess.start(name: "node-1")
+        defer { first.stop() }
+        let second = try NodeProcess.start(name: "node-2", seeds: [first.gossipAddress])
+        defer { second.stop() }
+        let duplicate = try NodeProcess.start(name: "node-1", seeds: [second.gossipAddress])
+        defer { duplicate.stop() }
+        let message = "another node runs with this node's name"
+        // The later run takes the name in node-2's table, so the first run is the one cut off.
+        try await eventually(.seconds(10), "the first node-1 logs the conflict") { first.log.contains(message) }
+        XCTAssertTrue(first.log.contains("other_gossip=\(duplicate.gossipAddress)"), first.log)
+        let (_, metrics) = try await first.get("/metrics")
+        XCTAssertTrue(String(decoding: metrics, as: UTF8.self).contains("presencemesh_name_conflicts_total 1\n"))
+    }
+}

@@ -179,6 +179,22 @@ private func accusation(_ name: String, epoch: Epoch = 5, incarnation: Incarnati
     MemberAccusation(name: name, epoch: epoch, incarnation: incarnation, accuser: "someone")
 }
 
+@Test func membership_ownNameFromOtherAddress_reportedOnce() {
+    var observer = Observer()
+    let conflicts: (Observer) -> [GossipAddress] = { observer in
+        observer.directives.compactMap { if case .nameConflict(let address) = $0 { return address } else { return nil } }
+    }
+    observer.receive([alive("observer", epoch: 9, incarnation: 1, address: "127.0.0.1:7")])
+    #expect(conflicts(observer) == ["127.0.0.1:7"])
+    observer.receive([alive("observer", epoch: 9, incarnation: 2, address: "127.0.0.1:7")])
+    #expect(conflicts(observer).isEmpty)
+    #expect(observer.instance.counters.nameConflicts == 1)
+    // Its own announcements, echoed back by a peer, are no conflict.
+    observer.receive([alive("observer", epoch: 1, incarnation: 3, address: "127.0.0.1:1")])
+    #expect(conflicts(observer).isEmpty)
+    #expect(observer.state(of: "observer") == .alive)
+}
+
 @Test func membership_staleIncarnations_areIgnored() {
     var observer = Observer()
     observer.receive([alive("x", incarnation: 5)])

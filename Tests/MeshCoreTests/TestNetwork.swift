@@ -214,6 +214,8 @@ final class TestNetwork {
                 presenceBatches[address, default: []].append(changes)
             case .memberChanged(let member, let previous):
                 memberEvents[address, default: []].append(MemberEvent(at: now, member: member, previous: previous))
+            case .nameConflict:
+                break
             }
         }
     }
