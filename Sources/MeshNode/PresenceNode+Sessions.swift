@@ -44,16 +44,20 @@ extension PresenceNode: ClientServerDelegate {
         return .success(UpgradeGrant(userID: userID, isObserver: isObserver))
     }
 
+    /// Returns the token of an `Authorization: Bearer TOKEN` header, nil for another scheme. The
+    /// scheme name is case-insensitive (RFC 7235, section 2.1).
+    static func bearerToken(_ authorization: String?) -> String? {
+        guard let authorization else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+
     /// Verifies the JWT of a request in `hs256` mode, from `Authorization: Bearer` or `?token=`,
     /// and returns its subject.
     func authenticate(query: [String: String], authorization: String?) -> Result<String, UpgradeRejection> {
-        let token: String?
-        if let authorization, authorization.hasPrefix("Bearer ") {
-            token = String(authorization.dropFirst("Bearer ".count))
-        } else {
-            token = query["token"]
-        }
-        guard let token else {
+        guard let token = Self.bearerToken(authorization) ?? query["token"] else {
             return .failure(UpgradeRejection(status: 401, message: "missing token: send Authorization: Bearer TOKEN or ?token=TOKEN"))
         }
         switch JWT.verifyHS256(token, secrets: config.auth.secrets, nowSeconds: PresenceNode.wallClockMilliseconds() / 1000) {
