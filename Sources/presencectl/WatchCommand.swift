@@ -64,6 +64,13 @@ enum WatchCommand {
             for line in lines(for: event) {
                 printLine(line)
             }
+            // The watcher's only request is its subscription, so an error means nothing will be
+            // printed: say so and stop instead of waiting for events that cannot come.
+            if case .error(let payload, _) = event {
+                printError("presencectl watch: the node rejected the subscription (\(payload.code)); stopping")
+                await connection.stop()
+                return 1
+            }
         }
         await connection.stop()
         return 0

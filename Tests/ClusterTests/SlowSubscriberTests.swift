@@ -206,3 +206,28 @@ final class KeepaliveTests: XCTestCase {
         XCTAssertTrue(text.contains("no interface of this machine has that address"), text)
     }
 }
+
+final class WatchCommandTests: XCTestCase {
+    func testWatch_rejectedSubscription_exitsWithError() async throws {
+        let configPath = FileManager.default.temporaryDirectory.appendingPathComponent("watch-limit-\(UUID().uuidString.prefix(8)).json").path
+        try #"{"name": "node-1", "limits": {"maxWildcardSubscribers": 0}}"#.write(toFile: configPath, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: configPath) }
+        let node = try NodeProcess.start(name: "node-1", extraArguments: ["--config", configPath])
+        defer { node.stop() }
+
+        let watch = Process()
+        watch.executableURL = NodeProcess.binary.deletingLastPathComponent().appendingPathComponent("presencectl")
+        watch.arguments = ["watch", "--node", "ws://\(node.clientAddress)", "--for", "20"]
+        let errors = Pipe()
+        watch.standardError = errors
+        watch.standardOutput = FileHandle.nullDevice
+        try watch.run()
+        let deadline = Date().addingTimeInterval(15)
+        while watch.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if watch.isRunning { watch.terminate() }
+        XCTAssertFalse(watch.isRunning, "watch kept waiting after the node rejected its subscription")
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(watch.terminationStatus, 1, text)
+        XCTAssertTrue(text.contains("wildcard_limit"), text)
+    }
+}
