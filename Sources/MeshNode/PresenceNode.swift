@@ -31,6 +31,8 @@ public final class PresenceNode {
     var stats = NodeStats()
     private(set) var isStopping = false
     private var shutdownStartedAt: UInt64 = 0
+    /// Loop time of the last warning about an unreachable seed.
+    private var lastSeedWarningAt: UInt64?
     private var exitCode: Int32 = 0
     let startedAt: Int64
 
@@ -227,9 +229,22 @@ public final class PresenceNode {
         }
         connection.onFailure = { [unowned self] reason in
             logger.debug("push-pull failed", [("addr", address), ("reason", reason)])
+            warnIfSeedUnreachable(address, reason: reason)
             apply(instance.onPushPullFailed(to: address, at: now()))
         }
         connection.connect(to: target, sending: payload)
+    }
+
+    /// Logs a warning when a push-pull to a seed fails while this node has no other live member,
+    /// at most once a minute, because a node that cannot join otherwise runs alone in silence.
+    private func warnIfSeedUnreachable(_ address: String, reason: String) {
+        guard instance.liveMemberCount <= 1, config.seeds.contains(where: { $0.description == address }) else { return }
+        let current = uv_now(loop)
+        if let last = lastSeedWarningAt, current - last < 60_000 { return }
+        lastSeedWarningAt = current
+        logger.warning(
+            "seed unreachable; this node runs alone until a seed responds",
+            [("seed", address), ("reason", reason), ("hint", "a seed is the gossipListen address of a running node")])
     }
 
     /// Leaves the cluster: announces `left`, closes every client with 1001 (going away), then

@@ -64,8 +64,8 @@ enum WatchCommand {
             for line in lines(for: event) {
                 printLine(line)
             }
-            // The watcher's only request is its subscription, so an error means nothing will be
-            // printed: say so and stop instead of waiting for events that cannot come.
+            // The watcher's only request is its subscription, so an error means no event will
+            // come. Report it and stop instead of waiting.
             if case .error(let payload, _) = event {
                 printError("presencectl watch: the node rejected the subscription (\(payload.code)); stopping")
                 await connection.stop()

@@ -248,3 +248,25 @@ final class NameConflictTests: XCTestCase {
         XCTAssertTrue(String(decoding: metrics, as: UTF8.self).contains("presencemesh_name_conflicts_total 1\n"))
     }
 }
+
+final class SeedWarningTests: XCTestCase {
+    func testUnreachableSeed_loggedAsWarning() async throws {
+        // A port that was free a moment ago: nothing answers there.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) == 0 && getsockname(probe, $0, &length) == 0 }
+        }
+        let port = UInt16(bigEndian: address.sin_port)
+        close(probe)
+        let node = try NodeProcess.start(name: "node-1", seeds: ["127.0.0.1:\(port)"])
+        defer { node.stop() }
+        try await eventually(.seconds(5), "a warning about the seed") {
+            node.log.contains("level=warning msg=\"seed unreachable; this node runs alone until a seed responds\"")
+        }
+        XCTAssertTrue(node.log.contains("seed=127.0.0.1:\(port)"), node.log)
+    }
+}

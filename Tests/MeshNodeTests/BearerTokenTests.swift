@@ -9,7 +9,7 @@ final class BearerTokenTests: XCTestCase {
         XCTAssertEqual(PresenceNode.bearerToken("BEARER  abc "), "abc")
     }
 
-    func testBearerToken_otherSchemeOrNoToken_isNil() {
+    func testBearerToken_otherScheme_isNil() {
         XCTAssertNil(PresenceNode.bearerToken("Basic YWxpY2U6cHc="))
         XCTAssertNil(PresenceNode.bearerToken("Bearer"))
         XCTAssertNil(PresenceNode.bearerToken("Bearer   "))
