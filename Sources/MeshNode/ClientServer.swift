@@ -375,6 +375,12 @@ final class ClientServer {
         let slot = user?.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
         switch reason {
         case LWS_CALLBACK_HTTP:
+            // lws files the request path under the token of its method; every endpoint is GET.
+            guard lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 else {
+                return writeClosingResponse(
+                    wsi, status: 405, code: "method_not_allowed",
+                    message: "only GET is supported; use GET, or a WebSocket upgrade at /v1/ws", extraHeaders: "allow: GET\r\n")
+            }
             let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
             let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
             let response = delegate?.respond(path: path, query: Self.queryArguments(wsi), authorization: authorization)
@@ -519,13 +525,24 @@ final class ClientServer {
         case 404: code = "not_found"
         default: code = "unavailable"
         }
-        let body = "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quote(rejection.message))}}\n"
-        // lws 4.1 labels this response HTTP/1.0 because the request never reached its HTTP
+        return writeClosingResponse(wsi, status: rejection.status, code: code, message: rejection.message)
+    }
+
+    /// Writes a whole JSON error response with `connection: close` in one write. It returns 1,
+    /// which tells lws the response was sent and closes the connection, so it also serves requests
+    /// whose body lws would otherwise wait for.
+    private func writeClosingResponse(
+        _ wsi: OpaquePointer, status: UInt32, code: String, message: String, extraHeaders: String = ""
+    ) -> Int32 {
+        let body = "{\"error\":{\"code\":\"\(code)\",\"message\":\(JSONText.quote(message))}}\n"
+        // lws 4.1 labels an upgrade rejection HTTP/1.0 because the request never reached its HTTP
         // handling. Strict WebSocket clients reject an HTTP/1.0 reply, so the status line is written here.
-        let reasons: [UInt32: String] = [400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"]
+        let reasons: [UInt32: String] = [
+            400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable",
+        ]
         let response = Array(
-            ("HTTP/1.1 \(rejection.status) \(reasons[rejection.status] ?? "Error")\r\ncontent-type: application/json\r\n"
-                + "content-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n" + body).utf8)
+            ("HTTP/1.1 \(status) \(reasons[status] ?? "Error")\r\ncontent-type: application/json\r\n"
+                + "content-length: \(body.utf8.count)\r\n\(extraHeaders)connection: close\r\n\r\n" + body).utf8)
         let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(pm_lws_pre()) + response.count)
         defer { buffer.deallocate() }
         let start = buffer + Int(pm_lws_pre())

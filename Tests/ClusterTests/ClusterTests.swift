@@ -270,3 +270,18 @@ final class SeedWarningTests: XCTestCase {
         XCTAssertTrue(node.log.contains("seed=127.0.0.1:\(port)"), node.log)
     }
 }
+
+final class HTTPMethodTests: XCTestCase {
+    func testOtherMethods_get405WithAllow() async throws {
+        let node = try NodeProcess.start(name: "node-1")
+        defer { node.stop() }
+        for method in ["POST", "PUT", "DELETE"] {
+            let reply = try await HTTP.send("http://\(node.clientAddress)/v1/presence/alice", method: method)
+            XCTAssertEqual(reply.status, 405, method)
+            XCTAssertEqual(reply.allow, "GET", method)
+            XCTAssertTrue(String(decoding: reply.body, as: UTF8.self).contains("method_not_allowed"), method)
+        }
+        let (status, _) = try await node.get("/v1/presence/alice")
+        XCTAssertEqual(status, 200)
+    }
+}

@@ -154,10 +154,18 @@ final class NodeProcess: @unchecked Sendable {
 
 enum HTTP {
     static func get(_ url: String) async throws -> (status: Int, body: Data) {
+        let reply = try await send(url, method: "GET")
+        return (reply.status, reply.body)
+    }
+
+    /// Sends a request with `method` and returns the status, the `Allow` header and the body.
+    static func send(_ url: String, method: String) async throws -> (status: Int, allow: String?, body: Data) {
         var request = URLRequest(url: URL(string: url)!)
         request.timeoutInterval = 5
+        request.httpMethod = method
         let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+        let http = response as? HTTPURLResponse
+        return (http?.statusCode ?? 0, http?.value(forHTTPHeaderField: "Allow"), data)
     }
 }
 
