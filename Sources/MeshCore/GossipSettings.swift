@@ -143,7 +143,8 @@ public struct GossipSettings: Sendable, Equatable {
         if probeIntervalMs == 0 { problems.append("gossip.probeIntervalMs must be above 0") }
         if probeTimeoutMs == 0 || probeTimeoutMs >= probeIntervalMs {
             problems.append(
-                "gossip.probeTimeoutMs must be above 0 and below gossip.probeIntervalMs (\(probeIntervalMs)), got \(probeTimeoutMs)")
+                "gossip.probeTimeoutMs must be above 0 and below gossip.probeIntervalMs (\(probeIntervalMs)), got \(probeTimeoutMs); "
+                    + "a field that is not set takes its value from gossip.preset")
         }
         if indirectChecks < 0 || indirectChecks > 16 {
             problems.append("gossip.indirectChecks must be 0 to 16, got \(indirectChecks)")

@@ -338,7 +338,7 @@ final class ClientServer {
                     logger.debug("closing idle session", [("session", session.id), ("user", session.userID), ("idleMs", idle)])
                     closed += 1
                 }
-                session.closeNow(status: 1001, reason: "no activity for \(idle / 1000) s")
+                session.closeNow(status: 1001, reason: "no activity for \(idle) ms (limits.idleTimeoutMs is \(closeAfterMs))")
             } else if idle >= pingAfterMs && !session.pingSent && !session.pingDue {
                 session.pingDue = true
                 lws_callback_on_writable(session.wsi)
