@@ -89,7 +89,8 @@ enum ChatListCommand {
             }
             if frame != lastFrame {
                 lastFrame = frame
-                writeStandardOutput((clearsScreen ? ANSI.home + ANSI.clearScreen : "\n") + frame)
+                // Output that is not a terminal (a pipe, a file) gets the frames without colours.
+                writeStandardOutput(clearsScreen ? ANSI.home + ANSI.clearScreen + frame : "\n" + ANSI.stripped(frame))
             }
         }
         draw()
@@ -170,4 +171,19 @@ private enum ANSI {
     static let green = "\u{1B}[32m"
     static let gray = "\u{1B}[90m"
     static let reset = "\u{1B}[0m"
+
+    /// Returns `text` without its escape sequences (ESC, `[`, parameters, one final letter).
+    static func stripped(_ text: String) -> String {
+        var result = ""
+        var iterator = text.makeIterator()
+        while let character = iterator.next() {
+            guard character == "\u{1B}" else {
+                result.append(character)
+                continue
+            }
+            guard iterator.next() == "[" else { continue }
+            while let next = iterator.next(), !next.isLetter {}
+        }
+        return result
+    }
 }

@@ -207,7 +207,7 @@ final class KeepaliveTests: XCTestCase {
     }
 }
 
-final class WatchCommandTests: XCTestCase {
+final class PresencectlTests: XCTestCase {
     func testWatch_rejectedSubscription_exitsWithError() async throws {
         let configPath = FileManager.default.temporaryDirectory.appendingPathComponent("watch-limit-\(UUID().uuidString.prefix(8)).json").path
         try #"{"name": "node-1", "limits": {"maxWildcardSubscribers": 0}}"#.write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -229,5 +229,22 @@ final class WatchCommandTests: XCTestCase {
         let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(watch.terminationStatus, 1, text)
         XCTAssertTrue(text.contains("wildcard_limit"), text)
+    }
+
+    func testChatList_toPipe_writesNoEscapes() async throws {
+        let node = try NodeProcess.start(name: "node-1")
+        defer { node.stop() }
+        let chatList = Process()
+        chatList.executableURL = NodeProcess.binary.deletingLastPathComponent().appendingPathComponent("presencectl")
+        chatList.arguments = ["chatlist", "--node", "ws://\(node.clientAddress)", "--user", "bob", "--contacts", "alice,carol", "--once", "2"]
+        let output = Pipe()
+        chatList.standardOutput = output
+        chatList.standardError = FileHandle.nullDevice
+        try chatList.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        chatList.waitUntilExit()
+        XCTAssertTrue(text.contains("Chats of bob"), text)
+        XCTAssertTrue(text.contains("alice"), text)
+        XCTAssertFalse(text.contains("\u{1B}"), text)
     }
 }
