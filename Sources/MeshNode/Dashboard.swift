@@ -47,6 +47,7 @@ enum Dashboard {
         if (event.type === "session.ready") { document.getElementById("node").textContent = event.payload.node; document.getElementById("status").textContent = "live"; }
         else if (event.type === "presence.snapshot") { for (const u of event.payload.users) users.set(u.userId, u); renderUsers(); }
         else if (event.type === "user.presence") { users.set(event.payload.userId, event.payload); renderUsers(); }
+        else if (event.type === "error") { document.getElementById("status").textContent = "users unavailable: " + event.payload.code + ": " + event.payload.message; }
       };
       socket.onclose = () => { document.getElementById("status").textContent = "disconnected, retrying…"; setTimeout(connect, 1000); };
     }
