@@ -174,10 +174,21 @@ extension NodeConfig {
         }
         if let secrets = auth.strings("secrets", &problems) {
             config.auth.secrets += secrets
+            for (index, secret) in secrets.enumerated() where secret.utf8.count < 16 {
+                problems.append("auth.secrets[\(index)] is \(secret.utf8.count) bytes; a secret must be at least 16 bytes long")
+            }
         }
         if let path = auth.string("secretsFile", &problems) {
             if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-                config.auth.secrets += text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.isEmpty }
+                let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+                for (index, line) in lines.enumerated() where !line.isEmpty {
+                    let secret = String(line)
+                    config.auth.secrets.append(secret)
+                    if secret.utf8.count < 16 {
+                        problems.append(
+                            "auth.secretsFile \(path) line \(index + 1) is \(secret.utf8.count) bytes; a secret must be at least 16 bytes long")
+                    }
+                }
             } else {
                 problems.append("auth.secretsFile \(path) cannot be read")
             }
@@ -185,9 +196,6 @@ extension NodeConfig {
         auth.reportUnknown(&problems, known: "mode, secrets, secretsFile")
         if config.auth.mode == .hs256 && config.auth.secrets.isEmpty {
             problems.append("auth.secrets or auth.secretsFile must hold at least one secret when auth.mode is hs256")
-        }
-        if config.auth.secrets.contains(where: { $0.utf8.count < 16 }) {
-            problems.append("auth.secrets entries must be at least 16 bytes long")
         }
     }
 

@@ -128,4 +128,16 @@ final class NodeConfigTests: XCTestCase {
             }
         }
     }
+
+    func testParse_shortSecrets_namedByIndexAndLine() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("secrets-\(UUID().uuidString.prefix(8))").path
+        try "0123456789abcdef0123\r\nshort\r\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let found = problems([
+            "name": "n", "auth": ["mode": "hs256", "secrets": ["0123456789abcdef", "tiny"], "secretsFile": path],
+        ])
+        XCTAssertTrue(found.contains("auth.secrets[1] is 4 bytes; a secret must be at least 16 bytes long"), "\(found)")
+        XCTAssertTrue(found.contains("auth.secretsFile \(path) line 2 is 5 bytes; a secret must be at least 16 bytes long"), "\(found)")
+        XCTAssertEqual(found.count, 2, "\(found)")
+    }
 }
