@@ -39,7 +39,8 @@ extension PresenceNode: ClientServerDelegate {
             }
         }
         if let problem = UserIDRules.validationError(userID) {
-            return .failure(UpgradeRejection(status: 400, message: "invalid userId: \(problem)"))
+            let source = config.auth.mode == .hs256 ? "the token's sub is not a valid user ID" : "invalid userId"
+            return .failure(UpgradeRejection(status: 400, message: "\(source): \(problem)"))
         }
         return .success(UpgradeGrant(userID: userID, isObserver: isObserver))
     }

@@ -65,9 +65,10 @@ final class AuthTests: XCTestCase {
         let noExpiry = token(#"{"sub":"alice"}"#)
         let wrongSecret = token(#"{"sub":"alice","exp":\#(inAnHour)}"#, secret: "some-other-secret-value")
         let good = token(#"{"sub":"alice","exp":\#(inAnHour)}"#)
+        let invalidSubject = token(#"{"sub":"no spaces allowed","exp":\#(inAnHour)}"#)
         let rejectedQueries = [
             "/v1/ws?userId=alice", "/v1/ws?token=\(expired)", "/v1/ws?token=\(noExpiry)", "/v1/ws?token=\(wrongSecret)",
-            "/v1/ws?token=not.a.jwt", "/v1/ws?token=\(good)&userId=mallory",
+            "/v1/ws?token=not.a.jwt", "/v1/ws?token=\(good)&userId=mallory", "/v1/ws?token=\(invalidSubject)",
         ]
         for query in rejectedQueries {
             let rejected = try await failsToOpen(query)
