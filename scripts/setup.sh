@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages PresenceMesh builds against, when any is missing,
-# and checks that the Swift toolchain is on the PATH.
+# Installs the Debian packages PresenceMesh builds against, and any package named
+# as an argument, when one is missing, and checks that the Swift toolchain is on
+# the PATH.
 set -euo pipefail
 
 if ! command -v swift >/dev/null 2>&1; then
@@ -8,7 +9,7 @@ if ! command -v swift >/dev/null 2>&1; then
   exit 1
 fi
 
-packages=(libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libssl-dev pkg-config)
+packages=(libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libssl-dev pkg-config "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

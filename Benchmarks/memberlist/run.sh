@@ -102,19 +102,7 @@ wait_for_line() {
 }
 
 # --- Packages and builds --------------------------------------------------------------------
-"$repo/scripts/setup.sh"
-packages=(golang-go golang-github-hashicorp-memberlist-dev iptables iproute2)
-missing=()
-for package in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$package")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "Installing missing packages: ${missing[*]}"
-  apt-get update -qq
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+"$repo/scripts/setup.sh" golang-go golang-github-hashicorp-memberlist-dev iptables iproute2
 
 mkdir -p "$go_dir"
 (cd "$here" && GO111MODULE=off GOPATH="$go_dir:/usr/share/gocode" GOCACHE="$go_dir/cache" \
