@@ -19,8 +19,9 @@ public struct GossipSettings: Sendable, Equatable {
     /// round trip of two datagrams fails with probability 1 − (1 − p)², 0.36 at 20% loss. A
     /// relayed one costs four datagrams and fails with 1 − (1 − p)⁴, 0.59. Under random loss a
     /// retry therefore cuts false suspicions more cheaply than a relay, and relays still cover a
-    /// broken path between two members. Higher sends up to this many more small datagrams for a member that is really
-    /// down. Default 10 in every preset; 0 sends the ping-reqs at the timeout, as plain SWIM does.
+    /// broken path between two members. Higher sends up to this many more small datagrams for a
+    /// member that is really down. Default 10 in every preset. 0 sends the ping-reqs at the
+    /// timeout, as plain SWIM does.
     public var directPingRetries: Int = 10
     /// Suspicion timeout multiplier. The minimum suspicion timeout is
     /// `suspicionMult · max(1, log10(N)) · probeIntervalMs` for N live members: a suspect is

@@ -375,13 +375,14 @@ final class ClientServer {
         let slot = user?.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
         switch reason {
         case LWS_CALLBACK_HTTP:
-            // lws files the request path under the token of its method; every endpoint is GET.
+            let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
+            // lws files the request path under the token of its method, and every endpoint is GET.
             guard lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 else {
+                logger.debug("HTTP method not allowed", [("path", path)])
                 return writeClosingResponse(
                     wsi, status: 405, code: "method_not_allowed",
                     message: "only GET is supported; use GET, or a WebSocket upgrade at /v1/ws", extraHeaders: "allow: GET\r\n")
             }
-            let path = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "/"
             let authorization = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)
             let response = delegate?.respond(path: path, query: Self.queryArguments(wsi), authorization: authorization)
                 ?? .text("unavailable\n", status: 503)
@@ -528,8 +529,8 @@ final class ClientServer {
         return writeClosingResponse(wsi, status: rejection.status, code: code, message: rejection.message)
     }
 
-    /// Writes a whole JSON error response with `connection: close` in one write. It returns 1,
-    /// which tells lws the response was sent and closes the connection, so it also serves requests
+    /// Writes a whole JSON error response with `connection: close` in one write and returns 1, so
+    /// lws treats the response as sent and closes the connection. This also works for a request
     /// whose body lws would otherwise wait for.
     private func writeClosingResponse(
         _ wsi: OpaquePointer, status: UInt32, code: String, message: String, extraHeaders: String = ""

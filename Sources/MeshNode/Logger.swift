@@ -79,10 +79,10 @@ public final class Logger: @unchecked Sendable {
     /// Writes `text` to stderr and drops what cannot be written. `FileHandle.write` stops the
     /// process when the reader of a pipe has gone (EPIPE), and a node must outlive its log reader.
     static func writeToStandardError(_ text: String) {
-        var bytes = Array(text.utf8)
+        let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+            let written = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
             if written > 0 {
                 offset += written
             } else if written < 0 && errno == EINTR {

@@ -251,7 +251,7 @@ final class NameConflictTests: XCTestCase {
 
 final class SeedWarningTests: XCTestCase {
     func testUnreachableSeed_loggedAsWarning() async throws {
-        // A port that was free a moment ago: nothing answers there.
+        // A port that was free a moment ago, so nothing listens there.
         let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)

@@ -512,15 +512,24 @@ private func drainSuspectAccusers(_ instance: inout MeshInstance) throws -> [Str
     #expect(observer.instance.suspicions["x"]?.deadline == suspicion.deadline)
 }
 
-/// Returns the first ping-req about node-3 and the direct pings of its probe, in the order sent.
-private func firstFailedProbe(in network: TestNetwork) throws -> (pings: [TestNetwork.SentMessage], request: TestNetwork.SentMessage) {
-    let request = try #require(network.sentMessages.first { isPingRequest($0, about: "node-3") })
-    guard case .pingRequest(let sequence, _, _, _) = request.message else { throw CancellationError() }
+/// One failed probe as the network saw it: its first ping-req and its direct pings, in order.
+private struct FailedProbe {
+    var sequence: UInt64
+    var request: TestNetwork.SentMessage
+    var pings: [TestNetwork.SentMessage]
+}
+
+/// Returns the first probe of `target` at `address` that sent ping-reqs.
+private func firstFailedProbe(of target: String = "node-3", at address: GossipAddress = c, in network: TestNetwork) throws -> FailedProbe {
+    let request = try #require(network.sentMessages.first { isPingRequest($0, about: target) })
+    var requestSequence: UInt64?
+    if case .pingRequest(let sequence, _, _, _) = request.message { requestSequence = sequence }
+    let sequence = try #require(requestSequence)
     let pings = network.sentMessages.filter {
-        if case .ping(sequence, "node-3", _) = $0.message { return $0.from == request.from && $0.to == c }
+        if case .ping(sequence, target, _) = $0.message { return $0.from == request.from && $0.to == address }
         return false
     }
-    return (pings, request)
+    return FailedProbe(sequence: sequence, request: request, pings: pings)
 }
 
 @Test func probe_noAck_retriesDirectlyThenAsksRelays() throws {
@@ -532,16 +541,16 @@ private func firstFailedProbe(in network: TestNetwork) throws -> (pings: [TestNe
     }
     #expect(requestSent)
     network.run(for: GossipSettings.local.probeIntervalMs)
-    let (pings, request) = try firstFailedProbe(in: network)
+    let probe = try firstFailedProbe(in: network)
     let settings = GossipSettings.local
     let step = settings.retryStepMs
-    #expect(pings.count == 1 + settings.directPingRetries)
-    let first = try #require(pings.first).sentAt
+    #expect(probe.pings.count == 1 + settings.directPingRetries)
+    let first = try #require(probe.pings.first).sentAt
     // The first retry at the timeout, the ping-reqs one step later, the last retry two steps
     // before the round ends.
-    #expect(pings.dropFirst().first?.sentAt == first + settings.probeTimeoutMs)
-    #expect(request.sentAt == first + settings.probeTimeoutMs + step)
-    #expect(pings.last?.sentAt == first + settings.probeTimeoutMs + UInt64(settings.directPingRetries - 1) * step)
+    #expect(probe.pings.dropFirst().first?.sentAt == first + settings.probeTimeoutMs)
+    #expect(probe.request.sentAt == first + settings.probeTimeoutMs + step)
+    #expect(probe.pings.last?.sentAt == first + settings.probeTimeoutMs + UInt64(settings.directPingRetries - 1) * step)
 }
 
 @Test(arguments: [("lan", GossipSettings.lan), ("wan", GossipSettings.wan), ("local", GossipSettings.local)])
@@ -554,14 +563,10 @@ func probe_relayNacks_arriveBeforeRoundEnds(preset: String, settings: GossipSett
     }
     #expect(requestSent, "\(preset): no ping-req")
     network.run(for: settings.probeIntervalMs)
-    let request = try #require(network.sentMessages.first { isPingRequest($0, about: "node-4") })
-    guard case .pingRequest(let sequence, _, _, _) = request.message else { return }
-    let roundStart = try #require(network.sentMessages.first {
-        if case .ping(sequence, "node-4", _) = $0.message { return $0.from == request.from }
-        return false
-    }).sentAt
+    let probe = try firstFailedProbe(of: "node-4", at: TestNetwork.address(4), in: network)
+    let roundStart = try #require(probe.pings.first).sentAt
     let nacks = network.sentMessages.filter {
-        if case .nack(sequence) = $0.message { return $0.to == request.from }
+        if case .nack(probe.sequence) = $0.message { return $0.to == probe.request.from }
         return false
     }
     #expect(nacks.count == 2, "\(preset): \(nacks.count) nacks")
@@ -581,9 +586,9 @@ func probe_relayNacks_arriveBeforeRoundEnds(preset: String, settings: GossipSett
     }
     #expect(requestSent)
     network.run(for: settings.probeIntervalMs)
-    let (pings, request) = try firstFailedProbe(in: network)
-    #expect(pings.count == 1)
-    #expect(request.sentAt == (pings.first?.sentAt ?? 0) + settings.probeTimeoutMs)
+    let probe = try firstFailedProbe(in: network)
+    #expect(probe.pings.count == 1)
+    #expect(probe.request.sentAt == (probe.pings.first?.sentAt ?? 0) + settings.probeTimeoutMs)
 }
 
 @Test func probe_answeredRetry_asksNoRelays() throws {
